@@ -1,0 +1,34 @@
+"""Sequence-to-sequence models.
+
+Every model family is a linen module exposing the same methods, so training, evaluation and
+decoding never branch on the family:
+
+    encode(inputs, *, train) -> encoded
+        inputs:  [batch, src_len] int32, PAD_ID (0) is padding.
+        encoded: pytree whose leaves have a leading batch dim (e.g. outputs, source mask).
+
+    decode(encoded, decoder_inputs, *, train, return_attention=False) -> logits
+        decoder_inputs: [batch, tgt_len] int32 (targets shifted right, BOS first).
+        logits: [batch, tgt_len, tgt_vocab] float32. With return_attention=True returns
+        (logits, attention) where attention is [batch, tgt_len, src_len] (averaged over heads
+        and, for Transformers, the last decoder layer).
+
+    init_decode(encoded, max_length) -> (memory, cache)
+        Called once per source batch before step-by-step decoding.
+        memory: pytree, leaves [batch, ...]; constant during decoding and never copied per beam
+                (e.g. encoder outputs, precomputed attention keys, source mask).
+        cache:  pytree, every leaf [batch, 1, ...] (beam dim 1); decoders tile it to the beam size
+                and reorder it by gathering along axis 1.
+        max_length: static int, the most decoder steps that will be taken.
+
+    decode_step(memory, ids, cache) -> (logits, cache)
+        ids:    [batch, beam] int32, the previous token (BOS at the first step).
+        logits: [batch, beam, tgt_vocab] float32 (unnormalised).
+        Always deterministic (no dropout). Stepping through a sequence gives the same logits as
+        `decode` on the whole prefix.
+
+    __call__(inputs, decoder_inputs, *, train) -> logits   (encode then decode)
+
+Parameters and activations carry logical axis names (see ``s2s_jax/parallel``):
+"batch", "length", "embed", "hidden", "mlp", "heads", "kv", "vocab", "layers".
+"""
