@@ -1,0 +1,116 @@
+"""The `s2s` command: train, evaluate and decode.
+
+s2s train    [--config experiments/X.py[:variant]] [--workdir DIR] [--config.a.b=v ...]
+s2s evaluate --workdir DIR [--decode beam --beam-size 4]
+s2s decode   --workdir DIR [--input FILE] [--beam-size 4 --nbest 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from s2s_jax.checkpointing import CheckpointError
+from s2s_jax.config import DEFAULT_EXPERIMENT, ConfigError, apply_overrides, load_experiment
+from s2s_jax.config import parse_overrides as _parse_overrides
+
+# Errors that are the user's to fix: printed as one clear line, never as a traceback
+# (set S2S_DEBUG=1 to see the traceback anyway).
+USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2s", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train an experiment (resumes if the workdir has one)")
+    train.add_argument(
+        "--config", default=DEFAULT_EXPERIMENT, help="experiment file, optionally ':variant'"
+    )
+    train.add_argument("--workdir", help="run directory (default: runs/<experiment name>)")
+    for name, help_text in (
+        ("evaluate", "evaluate the latest checkpoint of a workdir on its eval split"),
+        ("decode", "decode source lines (stdin or --input) with a trained workdir"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--workdir", required=True)
+        p.add_argument("--decode", choices=("greedy", "beam"), help="decoding method")
+        p.add_argument("--beam-size", type=int, help="beam width (implies --decode beam if > 1)")
+        p.add_argument("--alpha", type=float, help="GNMT length penalty for beam search")
+        if name == "decode":
+            p.add_argument("--input", help="file with one source per line (default: stdin)")
+            p.add_argument("--nbest", type=int, help="print the n best hypotheses per line")
+    return parser
+
+
+def load_train_config(spec: str, overrides: list[str]):
+    path, _, variant = spec.partition(":")
+    config = load_experiment(path, variant)
+    return apply_overrides(config, _parse_overrides(overrides))
+
+
+def cmd_train(args, extra: list[str]) -> int:
+    from s2s_jax.training.loop import train_and_evaluate
+
+    config = load_train_config(args.config, extra)
+    workdir = args.workdir or str(Path("runs") / config.name)
+    metrics = train_and_evaluate(config, workdir)
+    print(json.dumps({k: round(v, 6) for k, v in metrics.items()}))
+    return 0
+
+
+def _decode_overrides(args) -> dict:
+    method = args.decode or ("beam" if (args.beam_size or 1) > 1 else None)
+    return {
+        "method": method,
+        "beam_size": args.beam_size,
+        "alpha": args.alpha,
+        "nbest": getattr(args, "nbest", None),
+    }
+
+
+def cmd_evaluate(args, extra: list[str]) -> int:
+    from s2s_jax.inference import evaluate_workdir
+
+    result = evaluate_workdir(args.workdir, **_decode_overrides(args))
+    print(json.dumps({k: round(v, 6) for k, v in result.metrics.items()}))
+    return 0
+
+
+def cmd_decode(args, extra: list[str]) -> int:
+    from s2s_jax.inference import Translator
+
+    if args.input:
+        lines = Path(args.input).read_text().splitlines()
+    else:
+        lines = sys.stdin.read().splitlines()
+    translator = Translator(args.workdir, **_decode_overrides(args))
+    for nbest in translator.translate(lines):
+        if len(nbest) == 1:
+            print(nbest[0][0])
+        else:
+            print(" ||| ".join(f"{text} ({score:.4f})" for text, score in nbest))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "decode": cmd_decode}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = _parser().parse_known_args(argv)
+    if extra and args.command != "train":
+        print(f"s2s {args.command}: unrecognised arguments {' '.join(extra)}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[args.command](args, extra)
+    except USER_ERRORS as e:
+        if os.environ.get("S2S_DEBUG"):
+            raise
+        print(f"s2s {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Run configuration: the base schema, experiment files and command-line overrides.
+
+An experiment is a Python file with ``get_config(variant: str = "") -> ConfigDict`` that starts
+from :func:`base_config` and changes fields. The base config is locked, so an experiment or an
+override that names a key the schema does not have fails with the list of valid keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_EXPERIMENT = "experiments/reverse_attention.py"
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key a run may set, with defaults. Experiments override a few of them."""
+    c = ml_collections.ConfigDict()
+    c.name = "default"
+    c.seed = 0
+
+    c.model = m = ml_collections.ConfigDict()
+    m.family = "rnn"  # key of s2s_jax.models.registry.MODELS
+    m.dtype = "float32"  # compute dtype
+    m.param_dtype = "float32"  # storage dtype
+    m.dropout = 0.0
+    m.encoder_layers = 1
+    m.decoder_layers = 1
+    # RNN family.
+    m.cell = "lstm"
+    m.embed_dim = 64
+    m.hidden_size = 128
+    m.bidirectional = False
+    m.attention = "luong_general"
+    m.num_heads = 4
+    m.input_feeding = True
+    # Transformer family.
+    m.d_model = 128
+    m.head_dim = 0
+    m.mlp_dim = 512
+    m.activation = "relu"
+    m.attention_dropout = 0.0
+    m.activation_dropout = 0.0
+    m.norm = "layernorm"
+    m.pre_norm = True
+    m.position = "sinusoidal"
+    m.max_position = 256
+    m.relative_buckets = 32
+    m.relative_max_distance = 128
+    m.share_embeddings = False
+    m.tie_output = True
+    m.scale_embeddings = True
+    m.final_logits_bias = False
+    m.scan_layers = True
+    m.remat_policy = "none"
+
+    c.data = d = ml_collections.ConfigDict()
+    d.task = "reverse"  # reverse | copy | sort | addition
+    d.min_length = 5
+    d.max_length = 20
+    d.num_train = 20000
+    d.num_eval = 1000
+    d.batch_size = 64
+    d.buckets = ()  # length boundaries; () picks them from max_length
+
+    c.train = t = ml_collections.ConfigDict()
+    t.num_steps = 2000
+    t.optimizer = "adam"  # adam | adamw
+    t.learning_rate = 3e-3
+    t.schedule = "cosine"  # constant | cosine | linear | rsqrt
+    t.warmup_steps = 100
+    t.weight_decay = 0.0
+    t.grad_clip_norm = 1.0
+    t.label_smoothing = 0.0
+    t.log_every = 50
+
+    c.eval = e = ml_collections.ConfigDict()
+    e.every_steps = 500
+    e.batch_size = 250
+    e.max_examples = 1000  # 0 means the whole eval split
+    e.num_show = 5
+    e.decode = "greedy"  # greedy | beam
+    e.beam_size = 4
+    e.alpha = 0.6
+    e.nbest = 1
+    e.max_length_ratio = 1.5  # decode at most ratio * source_length + offset tokens
+    e.max_length_offset = 5
+
+    c.checkpoint = k = ml_collections.ConfigDict()
+    k.every_steps = 500
+    k.keep = 3
+    k.async_save = True
+    c.lock()
+    return c
+
+
+def load_experiment(path: str | Path, variant: str = "") -> ml_collections.ConfigDict:
+    """Loads ``get_config(variant)`` from an experiment file.
+
+    Args:
+      path: the experiment file; relative paths are tried against the working directory and then
+        against the source checkout (so ``experiments/x.py`` works from anywhere).
+      variant: passed to ``get_config`` (e.g. ``"tiny"``); "" is the full experiment.
+    """
+    file = _find_experiment(path)
+    spec = importlib.util.spec_from_file_location(f"s2s_experiment_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{file} defines no get_config(); every experiment file must have one.")
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except (AttributeError, KeyError) as e:  # a locked ConfigDict rejects unknown keys
+        raise ConfigError(f"{file}: {e}. Valid keys: {', '.join(flat_keys(base_config()))}") from e
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{file}: get_config() must return an ml_collections.ConfigDict.")
+    return config
+
+
+def _find_experiment(path: str | Path) -> Path:
+    candidates = [Path(path), PACKAGE_ROOT / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    shipped = sorted(p.name for p in (PACKAGE_ROOT / "experiments").glob("*.py"))
+    raise ConfigError(
+        f"Experiment file {str(path)!r} not found. Shipped experiments (in experiments/): "
+        f"{', '.join(shipped) or 'none'}."
+    )
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Dotted names of every leaf, e.g. ``["model.hidden_size", ...]``."""
+    keys = []
+    for name, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def parse_overrides(args: Sequence[str]) -> list[tuple[str, str]]:
+    """Splits ``--config.a.b=v`` (or ``--config.a.b v``) arguments into (key, raw value) pairs."""
+    pairs, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--config."):
+            raise ConfigError(f"Unrecognised argument {arg!r}; overrides look like --config.a.b=v.")
+        body = arg[len("--config.") :]
+        if "=" in body:
+            key, raw = body.split("=", 1)
+        elif i + 1 < len(args):
+            key, raw = body, args[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"Override {arg!r} has no value; write --config.{body}=VALUE.")
+        pairs.append((key, raw))
+        i += 1
+    return pairs
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
+) -> ml_collections.ConfigDict:
+    """Returns a copy of ``config`` with ``key=raw`` overrides applied, typed like the old value."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    valid = flat_keys(config)
+    for key, raw in overrides:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(valid)}.")
+        *parents, leaf = key.split(".")
+        section = config
+        for p in parents:
+            section = section[p]
+        section[leaf] = _coerce(key, raw, section[leaf])
+    config.lock()
+    return config
+
+
+def _coerce(key: str, raw: str, old: Any) -> Any:
+    if isinstance(old, bool):
+        lowered = raw.lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key} is a bool; got {raw!r} (use true or false).")
+    if isinstance(old, int | float):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} is a number ({type(old).__name__}); got {raw!r}.")
+        if isinstance(old, int) and not float(value).is_integer():
+            raise ConfigError(f"{key} is an integer; got {raw!r}.")
+        return type(old)(value)
+    if isinstance(old, tuple | list):
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError) as e:
+            raise ConfigError(f"{key} is a tuple; got {raw!r} (write e.g. '(8,16)').") from e
+        return tuple(value) if isinstance(value, tuple | list) else (value,)
+    return raw
+
+
+def to_dict(config: ml_collections.ConfigDict) -> dict:
+    """A JSON-safe plain dict of the config (tuples become lists)."""
+    return json.loads(config.to_json())

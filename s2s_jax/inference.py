@@ -1,0 +1,106 @@
+"""Using a trained workdir: evaluate its latest checkpoint, or translate new source lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from s2s_jax.checkpointing import Checkpointer
+from s2s_jax.components import Components, build, load_workdir_config
+from s2s_jax.data.batching import encode_pairs, eval_batches
+from s2s_jax.data.vocab import CharVocab, VocabError
+from s2s_jax.evaluation import EvalResult, evaluate, format_by_length
+from s2s_jax.generate import jit_generate
+from s2s_jax.training.step import jit_eval_step
+
+DECODE_BATCH = 32
+
+
+def load_trained(workdir: str | Path, **decode_overrides) -> tuple[Components, object]:
+    """Rebuilds a run from ``workdir/config.json`` and restores its latest parameters."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"Workdir {workdir} does not exist; train into it first.")
+    config = load_workdir_config(workdir)
+    c = build(config, **decode_overrides)
+    ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, async_save=False)
+    with ckpt:
+        state, _, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
+    return c, state.params
+
+
+def evaluate_workdir(workdir: str | Path, **decode_overrides) -> EvalResult:
+    """Evaluates the latest checkpoint on the run's eval split; writes evaluate_*.json/.txt."""
+    c, params = load_trained(workdir, **decode_overrides)
+    generate = jit_generate(c.model, c.decode_config)
+    result = evaluate(
+        params,
+        c.data.eval_batches,
+        c.data.eval_pairs,
+        eval_step=jit_eval_step(c.model),
+        generate=generate,
+        tgt_vocab=c.data.tgt_vocab,
+    )
+    tag = c.decode_config.method + (
+        f"{c.decode_config.beam_size}" if c.decode_config.method == "beam" else ""
+    )
+    workdir = Path(workdir)
+    (workdir / f"evaluate_{tag}.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    (workdir / f"evaluate_{tag}.txt").write_text("\n".join(result.hypotheses) + "\n")
+    print(f"exact match by source length: {format_by_length(result.by_length)}")
+    return result
+
+
+class Translator:
+    """Decodes raw source strings with a trained workdir."""
+
+    def __init__(self, workdir: str | Path, **decode_overrides):
+        self.components, self.params = load_trained(workdir, **decode_overrides)
+        self._generate = jit_generate(self.components.model, self.components.decode_config)
+
+    @property
+    def max_source_length(self) -> int:
+        return max(self.components.data.buckets) - 1  # one position is EOS
+
+    def validate(self, lines: Sequence[str]) -> None:
+        """Raises ValueError listing every bad line (empty, unknown characters, too long)."""
+        vocab: CharVocab = self.components.data.src_vocab
+        problems = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                problems.append(f"line {number}: empty input")
+                continue
+            try:
+                vocab.encode(line)
+            except VocabError as e:
+                problems.append(f"line {number}: {e}")
+            if len(line) > self.max_source_length:
+                problems.append(
+                    f"line {number}: {len(line)} characters, the model takes at most "
+                    f"{self.max_source_length} (its largest length bucket)"
+                )
+        if not lines:
+            problems.append("no input lines")
+        if problems:
+            raise ValueError("bad input:\n  " + "\n  ".join(problems))
+
+    def translate(self, lines: Sequence[str]) -> list[list[tuple[str, float]]]:
+        """Returns, per line, the n-best ``(text, score)`` list (best first)."""
+        self.validate(lines)
+        c = self.components
+        pairs = [(line, "") for line in lines]
+        examples = encode_pairs(pairs, c.data.src_vocab, c.data.tgt_vocab)
+        out: list[list[tuple[str, float]]] = [[] for _ in lines]
+        for batch in eval_batches(examples, DECODE_BATCH, c.data.buckets):
+            result = self._generate(self.params, batch["inputs"])
+            sequences, scores = np.asarray(result.sequences), np.asarray(result.scores)
+            for row, index in enumerate(np.asarray(batch["index"])):
+                if index >= 0:
+                    out[index] = [
+                        (c.data.tgt_vocab.decode(seq), float(score))
+                        for seq, score in zip(sequences[row], scores[row], strict=True)
+                    ]
+        return out

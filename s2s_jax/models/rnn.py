@@ -1,0 +1,372 @@
+"""Recurrent building blocks: LSTM/GRU cells, masked scanned layers and the RNN encoder.
+
+Cells take *pre-projected* gate inputs (``x @ W_in``, no bias): a scanned layer projects the
+whole input sequence with one matmul outside the time loop, so only the recurrent half
+(``h @ W_rec``) runs inside ``nn.scan``. A decoder, whose input depends on the previous step,
+projects one step at a time with the same cells (``StackedCells``).
+
+A carry is a tuple of arrays ``[..., hidden]``: ``(c, h)`` for the LSTM, ``(h,)`` for the GRU;
+its last element is always the hidden state that the layer outputs.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Carry = tuple[Array, ...]
+Dtype = Any
+Initializer = Callable[..., Array]
+
+RECURRENT_AXES = ("hidden", "mlp")
+INPUT_AXES = ("embed", "mlp")
+
+
+def logical_dense(
+    features: int,
+    axes: tuple[str, str],
+    *,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> nn.Dense:
+    """A ``nn.Dense`` whose kernel ``[in, features]`` and bias ``[features]`` carry axis names.
+
+    Args:
+      features: output size.
+      axes: logical names of the kernel's (input, output) axes; the bias gets the output name.
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+      use_bias: whether to add a bias.
+      name: module name (leave None inside ``setup``, where the attribute names it).
+
+    Returns:
+      The (unbound) Dense module.
+    """
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-1:]),
+        name=name,
+    )
+
+
+def _per_gate(init: Initializer, num_gates: int) -> Initializer:
+    """Initialises each gate's ``[hidden, hidden]`` block of a fused kernel independently.
+
+    An orthogonal init of the fused ``[hidden, gates*hidden]`` matrix would only make its rows
+    orthonormal; per-gate blocks keep every gate's recurrence orthogonal.
+    """
+
+    def init_fn(key: Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> Array:
+        rows, cols = shape
+        keys = jax.random.split(key, num_gates)
+        blocks = [init(k, (rows, cols // num_gates), dtype) for k in keys]
+        return jnp.concatenate(blocks, axis=-1)
+
+    return init_fn
+
+
+def _lstm_bias_init(key: Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> Array:
+    """Zeros except a forget-gate bias of 1, so early training does not forget everything."""
+    del key
+    hidden = shape[0] // 4
+    return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(1.0)
+
+
+class LSTMCell(nn.Module):
+    """LSTM cell (gate order i, f, g, o) over pre-projected inputs.
+
+    Attributes:
+      hidden_size: size of ``c`` and ``h``.
+      dtype: compute dtype (also the carry's dtype).
+      param_dtype: storage dtype of the parameters.
+    """
+
+    hidden_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    num_gates: ClassVar[int] = 4
+
+    @nn.compact
+    def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
+        """One step.
+
+        Args:
+          carry: ``(c, h)``, each ``[..., hidden]``.
+          gate_inputs: ``[..., 4 * hidden]``, the input projection ``x @ W_in``.
+
+        Returns:
+          ``((c', h'), h')``.
+        """
+        c, h = carry
+        size = 4 * self.hidden_size
+        init = nn.with_logical_partitioning(
+            _per_gate(nn.initializers.orthogonal(), 4), RECURRENT_AXES
+        )
+        kernel = self.param("recurrent_kernel", init, (self.hidden_size, size), self.param_dtype)
+        bias_init = nn.with_logical_partitioning(_lstm_bias_init, ("mlp",))
+        bias = self.param("bias", bias_init, (size,), self.param_dtype)
+        gates = gate_inputs + h @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+        new_h = nn.sigmoid(o) * jnp.tanh(new_c)
+        new_c, new_h = new_c.astype(self.dtype), new_h.astype(self.dtype)
+        return (new_c, new_h), new_h
+
+    @staticmethod
+    def zero_carry(batch_shape: tuple[int, ...], hidden_size: int, dtype: Dtype) -> Carry:
+        """The all-zeros carry ``(c, h)``, each ``[*batch_shape, hidden]``."""
+        zeros = jnp.zeros((*batch_shape, hidden_size), dtype)
+        return (zeros, zeros)
+
+
+class GRUCell(nn.Module):
+    """GRU cell (gate order r, z, n; Cho et al. 2014) over pre-projected inputs.
+
+    ``n = tanh(x_n + b_n + r * (h @ W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``.
+
+    Attributes:
+      hidden_size: size of ``h``.
+      dtype: compute dtype (also the carry's dtype).
+      param_dtype: storage dtype of the parameters.
+    """
+
+    hidden_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    num_gates: ClassVar[int] = 3
+
+    @nn.compact
+    def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
+        """One step.
+
+        Args:
+          carry: ``(h,)`` with ``h`` ``[..., hidden]``.
+          gate_inputs: ``[..., 3 * hidden]``, the input projection ``x @ W_in``.
+
+        Returns:
+          ``((h',), h')``.
+        """
+        (h,) = carry
+        size = 3 * self.hidden_size
+        init = nn.with_logical_partitioning(
+            _per_gate(nn.initializers.orthogonal(), 3), RECURRENT_AXES
+        )
+        kernel = self.param("recurrent_kernel", init, (self.hidden_size, size), self.param_dtype)
+        zeros = nn.initializers.zeros_init()
+        bias_init = nn.with_logical_partitioning(zeros, ("mlp",))
+        bias = self.param("bias", bias_init, (size,), self.param_dtype)
+        # The candidate's recurrent term is gated by r, so it needs its own bias.
+        n_bias_init = nn.with_logical_partitioning(zeros, ("hidden",))
+        n_bias = self.param("recurrent_bias", n_bias_init, (self.hidden_size,), self.param_dtype)
+        x_r, x_z, x_n = jnp.split(gate_inputs + bias.astype(self.dtype), 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h @ kernel.astype(self.dtype), 3, axis=-1)
+        r = nn.sigmoid(x_r + h_r)
+        z = nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * (h_n + n_bias.astype(self.dtype)))
+        new_h = ((1.0 - z) * n + z * h).astype(self.dtype)
+        return (new_h,), new_h
+
+    @staticmethod
+    def zero_carry(batch_shape: tuple[int, ...], hidden_size: int, dtype: Dtype) -> Carry:
+        """The all-zeros carry ``(h,)``, ``h`` ``[*batch_shape, hidden]``."""
+        return (jnp.zeros((*batch_shape, hidden_size), dtype),)
+
+
+CELLS: dict[str, type[LSTMCell] | type[GRUCell]] = {"lstm": LSTMCell, "gru": GRUCell}
+
+
+def cell_type(name: str) -> type[LSTMCell] | type[GRUCell]:
+    """Looks a cell class up in ``CELLS``, with a clear error for unknown names."""
+    if name not in CELLS:
+        raise ValueError(f"Unknown RNN cell {name!r}; valid cells are {sorted(CELLS)}.")
+    return CELLS[name]
+
+
+def _masked_cell_step(
+    cell: nn.Module, carry: Carry, inputs: tuple[Array, Array]
+) -> tuple[Carry, Array]:
+    """One scanned time step that leaves the carry untouched at PAD positions.
+
+    Keeping the old carry (not zeroing it) is what makes a padded sequence end in the same
+    state as the unpadded one, whichever direction the scan runs.
+    """
+    gate_inputs, mask = inputs
+    new_carry, output = cell(carry, gate_inputs)
+    keep = mask[:, None]
+    new_carry = tuple(jnp.where(keep, new, old) for new, old in zip(new_carry, carry, strict=True))
+    return new_carry, jnp.where(keep, output, jnp.zeros_like(output))
+
+
+class RecurrentLayer(nn.Module):
+    """One recurrent layer scanned over time, respecting a padding mask.
+
+    With ``reverse=True`` the scan runs from the last position to the first. Because the carry
+    is held at PAD positions, trailing padding leaves the initial state untouched and the layer
+    sees exactly each sequence reversed within its own length.
+
+    Attributes:
+      cell: a key of ``CELLS``.
+      hidden_size: size of the hidden state.
+      reverse: scan from the end of the sequence.
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+    """
+
+    cell: str
+    hidden_size: int
+    reverse: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, inputs: Array, mask: Array) -> tuple[Array, Carry]:
+        """Runs the layer over a batch.
+
+        Args:
+          inputs: ``[batch, length, features]``.
+          mask: ``[batch, length]`` bool, True at real tokens.
+
+        Returns:
+          ``(outputs, final_carry)``: outputs ``[batch, length, hidden]`` (zero at PAD), and the
+          carry after the last real token, each leaf ``[batch, hidden]``.
+        """
+        cls = cell_type(self.cell)
+        dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
+        gate_inputs = logical_dense(
+            cls.num_gates * self.hidden_size, INPUT_AXES, name="input_proj", **dense_kw
+        )(inputs)
+        gate_inputs = nn.with_logical_constraint(gate_inputs, ("batch", "length", "mlp"))
+        carry = cls.zero_carry(inputs.shape[:1], self.hidden_size, self.dtype)
+        scan = nn.scan(
+            _masked_cell_step,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=1,
+            out_axes=1,
+            reverse=self.reverse,
+        )
+        cell = cls(self.hidden_size, self.dtype, self.param_dtype, name="cell")
+        final, outputs = scan(cell, carry, (gate_inputs, mask))
+        return outputs, final
+
+
+class RNNEncoder(nn.Module):
+    """Multi-layer (optionally bidirectional) recurrent encoder over embedded inputs.
+
+    Layers are a Python loop rather than a scan over layers: the first layer's input size
+    (embed) differs from the others' (hidden or 2*hidden), so their parameters cannot stack.
+
+    Attributes:
+      cell: a key of ``CELLS``.
+      hidden_size: hidden size per direction.
+      num_layers: stacked layers.
+      bidirectional: add a backward layer per level and concatenate ``[fwd; bwd]``.
+      dropout: dropout rate between layers (train only, rng ``"dropout"``).
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+    """
+
+    cell: str
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, inputs: Array, mask: Array, *, train: bool
+    ) -> tuple[Array, tuple[Carry, ...]]:
+        """Encodes a batch.
+
+        Args:
+          inputs: ``[batch, length, embed]`` embedded tokens.
+          mask: ``[batch, length]`` bool, True at real tokens.
+          train: enables dropout.
+
+        Returns:
+          ``(outputs, finals)``: outputs ``[batch, length, dirs * hidden]`` (zero at PAD) from
+          the top layer; finals, one carry per layer whose leaves are ``[batch, dirs * hidden]``
+          (forward state first for bidirectional encoders).
+        """
+        x, finals = inputs, []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            x, final = self._layer(layer, x, mask)
+            x = nn.with_logical_constraint(x, ("batch", "length", "hidden"))
+            finals.append(final)
+        return x, tuple(finals)
+
+    def _layer(self, layer: int, x: Array, mask: Array) -> tuple[Array, Carry]:
+        kw = dict(cell=self.cell, hidden_size=self.hidden_size)
+        kw.update(dtype=self.dtype, param_dtype=self.param_dtype)
+        if not self.bidirectional:
+            return RecurrentLayer(name=f"layer_{layer}", **kw)(x, mask)
+        fwd_out, fwd_final = RecurrentLayer(name=f"layer_{layer}_fwd", **kw)(x, mask)
+        bwd_out, bwd_final = RecurrentLayer(reverse=True, name=f"layer_{layer}_bwd", **kw)(x, mask)
+        final = tuple(jnp.concatenate(pair, axis=-1) for pair in zip(fwd_final, bwd_final))
+        return jnp.concatenate([fwd_out, bwd_out], axis=-1), final
+
+
+class StackedCells(nn.Module):
+    """A multi-layer recurrent stack advanced by a single time step (for decoders).
+
+    Attributes:
+      cell: a key of ``CELLS``.
+      hidden_size: hidden size of every layer.
+      num_layers: stacked layers.
+      dropout: dropout rate between layers (train only, rng ``"dropout"``).
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
+    """
+
+    cell: str
+    hidden_size: int
+    num_layers: int = 1
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, carry: tuple[Carry, ...], inputs: Array, *, train: bool
+    ) -> tuple[tuple[Carry, ...], Array]:
+        """One step through every layer.
+
+        Args:
+          carry: one carry per layer, leaves ``[..., hidden]``.
+          inputs: ``[..., features]``.
+          train: enables dropout between layers.
+
+        Returns:
+          ``(new_carry, top_hidden)`` with top_hidden ``[..., hidden]``.
+        """
+        if len(carry) != self.num_layers:
+            raise ValueError(
+                f"StackedCells has {self.num_layers} layers but got a carry for {len(carry)}; "
+                "pass one carry per layer."
+            )
+        cls = cell_type(self.cell)
+        dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
+        x, new_carry = inputs, []
+        for layer, layer_carry in enumerate(carry):
+            if layer > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            proj = logical_dense(
+                cls.num_gates * self.hidden_size, INPUT_AXES, name=f"input_proj_{layer}", **dense_kw
+            )
+            cell = cls(self.hidden_size, self.dtype, self.param_dtype, name=f"cell_{layer}")
+            layer_carry, x = cell(layer_carry, proj(x))
+            new_carry.append(layer_carry)
+        return tuple(new_carry), x

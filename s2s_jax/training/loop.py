@@ -1,0 +1,161 @@
+"""The training loop: train, evaluate periodically, checkpoint, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from s2s_jax.checkpointing import Checkpointer
+from s2s_jax.components import Components, build
+from s2s_jax.config import to_dict
+from s2s_jax.evaluation import EvalResult, evaluate, format_by_length, format_examples
+from s2s_jax.generate import jit_generate
+from s2s_jax.metrics_writer import MetricWriter
+from s2s_jax.run_info import write_run_info
+from s2s_jax.training.state import TrainState, param_count
+from s2s_jax.training.step import jit_eval_step, jit_train_step
+
+
+def _log(message: str) -> None:
+    if jax.process_index() == 0:
+        tqdm.write(message)
+
+
+def make_checkpointer(workdir: Path, config: ml_collections.ConfigDict) -> Checkpointer:
+    return Checkpointer(
+        workdir / "checkpoints",
+        every_steps=config.checkpoint.every_steps,
+        keep=config.checkpoint.keep,
+        async_save=config.checkpoint.async_save,
+    )
+
+
+def restore_or_init(c: Components, ckpt: Checkpointer) -> TrainState:
+    """The latest checkpoint's state (and data position), or a fresh state."""
+    init_rng, _ = c.rngs()
+    if ckpt.latest_step() is None:
+        return jax.jit(c.init_fn)(init_rng)
+    state, data_state, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
+    c.data.train.set_state(data_state)
+    _log(f"Resumed from step {int(state.step)} ({ckpt.directory}).")
+    return state
+
+
+def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResult:
+    return evaluate(
+        params,
+        c.data.eval_batches,
+        c.data.eval_pairs,
+        eval_step=eval_step,
+        generate=generate,
+        tgt_vocab=c.data.tgt_vocab,
+    )
+
+
+class _Window:
+    """Accumulates per-step metrics between log points without forcing device syncs."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.metrics, self.start = [], time.perf_counter()
+
+    def add(self, metrics):
+        self.metrics.append(metrics)
+
+    def summary(self) -> dict[str, float]:
+        fetched = jax.device_get(self.metrics)
+        elapsed = time.perf_counter() - self.start
+        out = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        tokens = float(np.sum([m["tokens"] for m in fetched]))
+        out.update(tokens=tokens, tokens_per_sec=tokens / elapsed, step_time=elapsed / len(fetched))
+        return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns eval metrics."""
+    workdir = Path(workdir).resolve()
+    c = build(config)
+    write_run_info(workdir, to_dict(config))
+    c.data.tgt_vocab.save(workdir / "vocab.json")
+    ckpt = make_checkpointer(workdir, config)
+    state = restore_or_init(c, ckpt)
+    _log(
+        f"{config.name}: {c.model_config.__class__.__name__} with "
+        f"{param_count(state.params):,} params; {len(c.data.eval_pairs)} eval examples; "
+        f"buckets {c.data.buckets}; workdir {workdir}"
+    )
+    train_step = jit_train_step(c.model, c.tx, c.schedule, config.train.label_smoothing)
+    eval_step, generate = jit_eval_step(c.model), jit_generate(c.model, c.decode_config)
+    _, dropout_rng = c.rngs()
+    num_steps, result = config.train.num_steps, None
+    window = _Window()
+    with (
+        MetricWriter(workdir) as writer,
+        tqdm(
+            total=num_steps, initial=int(state.step), desc="train", disable=None, smoothing=0.1
+        ) as bar,
+    ):
+        for step in range(int(state.step) + 1, num_steps + 1):
+            state, metrics = train_step(state, next(c.data.train), dropout_rng)
+            window.add(metrics)
+            bar.update(1)
+            if step % config.train.log_every == 0 or step == num_steps:
+                summary = window.summary()
+                writer.write(step, "train", summary)
+                bar.set_postfix(
+                    loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_sec']:.0f}"
+                )
+                if bar.disable:
+                    _log(_format_train(step, summary))
+                window.reset()
+            if step % config.eval.every_steps == 0 or step == num_steps:
+                result = run_evaluation(c, state.params, eval_step, generate)
+                writer.write(step, "eval", result.metrics)
+                _log(_format_eval(step, result))
+                window.reset()  # evaluation time is not training throughput
+            ckpt.save(
+                step,
+                state,
+                data_state=c.data.train.get_state(),
+                config=c.checkpoint_config(),
+                force=step == num_steps,
+            )
+    ckpt.wait()
+    ckpt.close()
+    if result is None:  # already trained to num_steps: evaluate the restored state
+        result = run_evaluation(c, state.params, eval_step, generate)
+    _finish(workdir, c, result)
+    return result.metrics
+
+
+def _format_train(step: int, s: dict[str, float]) -> str:
+    return (
+        f"step {step}: loss {s['loss']:.4f} acc {s['accuracy']:.3f} "
+        f"lr {s['learning_rate']:.2e} {s['tokens_per_sec']:.0f} tok/s"
+    )
+
+
+def _format_eval(step: int, r: EvalResult) -> str:
+    m = r.metrics
+    return (
+        f"eval @ {step}: loss {m['loss']:.4f} token_acc {m['token_accuracy']:.4f} "
+        f"exact_match {m['exact_match']:.2%} | {format_by_length(r.by_length)}"
+    )
+
+
+def _finish(workdir: Path, c: Components, result: EvalResult) -> None:
+    if jax.process_index() != 0:
+        return
+    (workdir / "eval_results.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    (workdir / "hypotheses.txt").write_text("\n".join(result.hypotheses) + "\n")
+    n = c.config.eval.num_show
+    _log(f"Examples (held-out):\n{format_examples(c.data.eval_pairs, result.hypotheses, n)}")
