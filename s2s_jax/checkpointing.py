@@ -219,6 +219,7 @@ class Checkpointer:
         self._closed = False
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None if read_only else self._keep,
+            save_interval_steps=0 if read_only else 1,
             enable_async_checkpointing=async_save,
             create=not read_only,
             # A writer owns the directory, so leftovers of a crashed save are its own to delete.

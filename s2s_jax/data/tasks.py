@@ -15,7 +15,9 @@ from s2s_jax.data.vocab import CharVocab
 
 DIGITS = "0123456789"
 
-# Independent random streams per split: the eval split must not change when num_train does.
+# Independent random streams per split: the eval split must not change when num_train does. The
+# salt keeps them apart from other users of the run seed (TrainBatches seeds epochs [seed, e]).
+_SPLIT_SALT = 0x5EED_DA7A
 _EVAL_STREAM = 0
 _TRAIN_STREAM = 1
 # Draw a little more than the expected need so a split usually fills in one round.
@@ -169,8 +171,8 @@ def make_splits(cfg: TaskConfig) -> tuple[list[tuple[str, str]], list[tuple[str,
     """
     task = get_task(cfg.task)
     _check_source_space(task, cfg)
-    eval_rng = np.random.default_rng([cfg.seed, _EVAL_STREAM])
-    train_rng = np.random.default_rng([cfg.seed, _TRAIN_STREAM])
+    eval_rng = np.random.default_rng([cfg.seed, _SPLIT_SALT, _EVAL_STREAM])
+    train_rng = np.random.default_rng([cfg.seed, _SPLIT_SALT, _TRAIN_STREAM])
     eval_sources = _distinct_sources(task, eval_rng, cfg)
     train_sources = _held_out_sources(task, train_rng, cfg, frozenset(eval_sources))
     return _pairs(task, train_sources), _pairs(task, eval_sources)

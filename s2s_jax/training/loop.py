@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ def restore_or_init(c: Components, ckpt: Checkpointer) -> TrainState:
 
 
 def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResult:
+    """Evaluates ``params`` on the run's held-out split (teacher-forced and decoded)."""
     return evaluate(
         params,
         c.data.eval_batches,
@@ -57,6 +60,33 @@ def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResul
         generate=generate,
         tgt_vocab=c.data.tgt_vocab,
     )
+
+
+class PreemptionGuard:
+    """Turns SIGTERM/SIGINT into a flag, so the loop can checkpoint and stop cleanly.
+
+    Cluster schedulers and TPU maintenance send SIGTERM before killing a job; the loop saves the
+    current step and returns, and running the same command again resumes from there.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _Window:
@@ -81,29 +111,40 @@ class _Window:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns eval metrics."""
+    """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns eval metrics.
+
+    Returns an empty dict when a SIGTERM/SIGINT stopped the run early (after checkpointing).
+    """
     workdir = Path(workdir).resolve()
     c = build(config)
-    write_run_info(workdir, to_dict(config))
-    c.data.tgt_vocab.save(workdir / "vocab.json")
-    ckpt = make_checkpointer(workdir, config)
-    state = restore_or_init(c, ckpt)
-    _log(
-        f"{config.name}: {c.model_config.__class__.__name__} with "
-        f"{param_count(state.params):,} params; {len(c.data.eval_pairs)} eval examples; "
-        f"buckets {c.data.buckets}; workdir {workdir}"
-    )
+    with make_checkpointer(workdir, config) as ckpt:
+        state = restore_or_init(c, ckpt)  # first: a refused restore must leave the workdir as is
+        write_run_info(workdir, to_dict(config))
+        c.data.tgt_vocab.save(workdir / "vocab.json")
+        _log(
+            f"{config.name}: {c.model_config.__class__.__name__} with "
+            f"{param_count(state.params):,} params; {len(c.data.eval_pairs)} eval examples; "
+            f"buckets {c.data.buckets}; workdir {workdir}"
+        )
+        eval_fns = jit_eval_step(c.model), jit_generate(c.model, c.decode_config)
+        state, result, finished = _train(c, state, ckpt, workdir, eval_fns)
+        ckpt.wait()
+    if not finished:
+        return {}
+    if result is None:  # already trained to num_steps: evaluate the restored state
+        result = run_evaluation(c, state.params, *eval_fns)
+    _finish(workdir, c, result)
+    return result.metrics
+
+
+def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, eval_fns):
+    """Runs steps up to ``train.num_steps``; returns (state, last eval result, finished)."""
+    config = c.config
     train_step = jit_train_step(c.model, c.tx, c.schedule, config.train.label_smoothing)
-    eval_step, generate = jit_eval_step(c.model), jit_generate(c.model, c.decode_config)
     _, dropout_rng = c.rngs()
-    num_steps, result = config.train.num_steps, None
-    window = _Window()
-    with (
-        MetricWriter(workdir) as writer,
-        tqdm(
-            total=num_steps, initial=int(state.step), desc="train", disable=None, smoothing=0.1
-        ) as bar,
-    ):
+    num_steps, result, window = config.train.num_steps, None, _Window()
+    bar = tqdm(total=num_steps, initial=int(state.step), desc="train", disable=None)
+    with PreemptionGuard() as preemption, MetricWriter(workdir) as writer, bar:
         for step in range(int(state.step) + 1, num_steps + 1):
             state, metrics = train_step(state, next(c.data.train), dropout_rng)
             window.add(metrics)
@@ -118,23 +159,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     _log(_format_train(step, summary))
                 window.reset()
             if step % config.eval.every_steps == 0 or step == num_steps:
-                result = run_evaluation(c, state.params, eval_step, generate)
+                result = run_evaluation(c, state.params, *eval_fns)
                 writer.write(step, "eval", result.metrics)
                 _log(_format_eval(step, result))
                 window.reset()  # evaluation time is not training throughput
-            ckpt.save(
-                step,
-                state,
-                data_state=c.data.train.get_state(),
-                config=c.checkpoint_config(),
-                force=step == num_steps,
-            )
-    ckpt.wait()
-    ckpt.close()
-    if result is None:  # already trained to num_steps: evaluate the restored state
-        result = run_evaluation(c, state.params, eval_step, generate)
-    _finish(workdir, c, result)
-    return result.metrics
+            stop = preemption.requested
+            data_state = c.data.train.get_state()
+            ckpt.save(step, state, data_state=data_state, config=c.checkpoint_config(),
+                      force=step == num_steps or stop)  # fmt: skip
+            if stop:
+                _log(f"Stopped by a signal at step {step}; checkpoint saved. Rerun to resume.")
+                return state, result, False
+    return state, result, True
 
 
 def _format_train(step: int, s: dict[str, float]) -> str:

@@ -1,0 +1,89 @@
+"""The `s2s` command end to end on a tiny trained workdir."""
+
+import json
+
+import pytest
+
+from s2s_jax.cli import main
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run")
+    assert main(["train", "--config", "experiments/reverse_attention.py:tiny",
+                 "--workdir", str(path), "--config.train.num_steps=30"]) == 0  # fmt: skip
+    return path
+
+
+def test_train_prints_metrics(workdir, capsys):
+    # Already at num_steps: a rerun restores, trains nothing and re-evaluates.
+    assert main(["train", "--config", "experiments/reverse_attention.py:tiny",
+                 "--workdir", str(workdir), "--config.train.num_steps=30"]) == 0  # fmt: skip
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(metrics) >= {"loss", "token_accuracy", "exact_match"}
+
+
+@pytest.mark.parametrize("args,tag", [([], "greedy"), (["--beam-size", "2"], "beam2")])
+def test_evaluate(workdir, capsys, args, tag):
+    assert main(["evaluate", "--workdir", str(workdir), *args]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((workdir / f"evaluate_{tag}.json").read_text())
+    assert printed == pytest.approx(saved, abs=1e-6)
+    hyps = (workdir / f"evaluate_{tag}.txt").read_text().splitlines()
+    assert len(hyps) == 64
+
+
+def test_decode_file_and_nbest(workdir, tmp_path, capsys):
+    source = tmp_path / "src.txt"
+    source.write_text("123\n4567\n")
+    assert main(["decode", "--workdir", str(workdir), "--input", str(source)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(set(line) <= set("0123456789") for line in lines)
+    assert main(["decode", "--workdir", str(workdir), "--input", str(source),
+                 "--beam-size", "3", "--nbest", "2"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.count(" ||| ") == 1 for line in lines)
+
+
+def test_decode_stdin(workdir, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("321\n"))
+    assert main(["decode", "--workdir", str(workdir)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_decode_bad_input_lists_every_problem(workdir, tmp_path, capsys):
+    source = tmp_path / "bad.txt"
+    source.write_text("12\n\n12x4\n" + "1" * 40 + "\n")
+    assert main(["decode", "--workdir", str(workdir), "--input", str(source)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2: empty input" in err
+    assert "line 3" in err and "'x'" in err
+    assert "line 4: 40 characters" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["evaluate", "--workdir", "/nonexistent/run"], "does not exist"),
+        (["train", "--config", "experiments/reverse_attention.py:tiny",
+          "--config.model.hiden_size=3"], "Did you mean model.hidden_size"),
+        (["train", "--config", "experiments/missing.py"], "not found"),
+        (["train", "--config", "experiments/reverse_attention.py:huge"], "Unknown variant"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_restore_into_other_model_config_fails_clearly(workdir, capsys):
+    argv = ["train", "--config", "experiments/reverse_attention.py:tiny", "--workdir", str(workdir)]
+    argv += ["--config.train.num_steps=30", "--config.model.hidden_size=48"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.hidden_size" in err and "32" in err and "48" in err
+    # The refused run must not overwrite the workdir's record of the trained config.
+    assert json.loads((workdir / "config.json").read_text())["model"]["hidden_size"] == 32
