@@ -278,7 +278,7 @@ class Checkpointer:
 
         Raises:
           ValueError: for a negative step or data_state/config that are not JSON dicts.
-          CheckpointError: on a read-only Checkpointer.
+          CheckpointError: on a read-only Checkpointer, or if the previous async save failed.
         """
         step = _check_step(step)
         # Checked on every call so a bad config fails at the first step, not the first save.
@@ -289,6 +289,8 @@ class Checkpointer:
             return False
         if self._read_only:
             raise CheckpointError(f"Checkpointer for {self.directory} is read-only; cannot save.")
+        # Surfaces a failed previous save here as a CheckpointError, not a raw Orbax error.
+        self.wait()
         if step in self._manager.all_steps():
             log.info("Step %d is already saved in %s; not saving it again.", step, self.directory)
             return False

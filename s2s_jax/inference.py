@@ -26,7 +26,7 @@ def load_trained(workdir: str | Path, **decode_overrides) -> tuple[Components, o
         raise FileNotFoundError(f"Workdir {workdir} does not exist; train into it first.")
     config = load_workdir_config(workdir)
     c = build(config, **decode_overrides)
-    ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, async_save=False)
+    ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True)
     with ckpt:
         state, _, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
     return c, state.params

@@ -79,7 +79,8 @@ def assert_trees_equal(actual, expected):
 
 
 def step_dirs(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name[0].isdigit())
+    """Committed step directories (temporary ones end in TMP_SUFFIX)."""
+    return sorted(p.name for p in directory.iterdir() if p.name.isdigit())
 
 
 @pytest.mark.parametrize("async_save", [True, False])
@@ -156,6 +157,30 @@ def test_async_save_returns_before_commit(tmp_path, monkeypatch):
         assert (tmp_path / "1").is_dir()
         restored, _, _ = ckpt.restore(abstract_like(make_params()), config=CONFIG)
     assert_trees_equal(restored, state)
+
+
+def test_failed_async_save_raises_checkpoint_error(tmp_path, monkeypatch):
+    async def failing_finalize(self):
+        raise OSError("disk full")
+
+    state = trained_state()
+    with Checkpointer(tmp_path, every_steps=1, keep=2) as ckpt:
+        ckpt.save(1, state, data_state=DATA_STATE, config=CONFIG)
+        ckpt.wait()
+        monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", failing_finalize)
+        assert ckpt.save(2, state, data_state=DATA_STATE, config=CONFIG)
+        with pytest.raises(CheckpointError, match=f"{tmp_path}.*disk full"):
+            ckpt.wait()
+        assert ckpt.all_steps() == [1]
+        # Without an explicit wait() the next save reports the failure (once).
+        assert ckpt.save(3, state, data_state=DATA_STATE, config=CONFIG)
+        with pytest.raises(CheckpointError, match="disk full"):
+            ckpt.save(4, state, data_state=DATA_STATE, config=CONFIG)
+        monkeypatch.undo()
+        assert ckpt.save(5, state, data_state=DATA_STATE, config=CONFIG)
+        ckpt.wait()
+        assert ckpt.all_steps() == [1, 5]
+        assert step_dirs(tmp_path) == ["1", "5"]
 
 
 def test_arrays_can_be_deleted_once_save_returns(tmp_path):
@@ -281,12 +306,13 @@ def test_state_layout_mismatch(tmp_path, params, expected):
 
 
 def test_orbax_restore_failure_is_rewrapped(tmp_path, monkeypatch):
-    # Disable the pre-check so Orbax itself meets the shape mismatch.
+    # Disable the pre-check so Orbax itself meets the mismatch. An extra leaf fails before any
+    # array is read (a shape mismatch would leave Orbax's other reads running in the background).
     monkeypatch.setattr(checkpointing, "state_differences", lambda saved, abstract: [])
     with Checkpointer(tmp_path, every_steps=1, keep=1) as ckpt:
         ckpt.save(1, trained_state(), data_state=DATA_STATE, config=CONFIG)
         with pytest.raises(CheckpointConfigError, match="does not fit") as info:
-            ckpt.restore(abstract_like(make_params(rows=6)), config=CONFIG)
+            ckpt.restore(abstract_like({**make_params(), "extra": jnp.zeros(2)}), config=CONFIG)
     assert isinstance(info.value.__cause__, ValueError)
     assert str(tmp_path / "1") in str(info.value)
 

@@ -27,7 +27,7 @@ def tiny_config(name="rnn", **overrides):
 
 def final_state(config, workdir):
     c = build(config)
-    with Checkpointer(workdir / "checkpoints", every_steps=1, keep=1) as ckpt:
+    with Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True) as ckpt:
         state, data_state, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
     return state, data_state
 
@@ -48,7 +48,7 @@ def test_tiny_run_writes_workdir(tmp_path, name):
     assert json.loads((tmp_path / "eval_results.json").read_text()) == pytest.approx(metrics)
     hypotheses = (tmp_path / "hypotheses.txt").read_text().splitlines()
     assert len(hypotheses) == config.eval.max_examples
-    with Checkpointer(tmp_path / "checkpoints", every_steps=1, keep=1) as ckpt:
+    with Checkpointer(tmp_path / "checkpoints", every_steps=1, keep=1, read_only=True) as ckpt:
         assert ckpt.all_steps() == [10, 20]
 
 
@@ -77,7 +77,7 @@ def test_preempted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         _preempt_after(7, m)
         assert loop.train_and_evaluate(config, tmp_path / "resumed") == {}
-    with Checkpointer(tmp_path / "resumed" / "checkpoints", every_steps=1, keep=9) as ckpt:
+    with Checkpointer(tmp_path / "resumed" / "checkpoints", every_steps=1, keep=9, read_only=True) as ckpt:
         assert ckpt.latest_step() == 7
     loop.train_and_evaluate(config, tmp_path / "resumed")
 

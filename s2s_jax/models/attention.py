@@ -180,7 +180,9 @@ class MultiHeadAttention(nn.Module):
                 "choose num_heads that divides it."
             )
         head_dim = self.hidden_size // self.num_heads
-        self.query_proj = self._projection((self.num_heads, head_dim), -1, ("hidden", "heads", "kv"))
+        self.query_proj = self._projection(
+            (self.num_heads, head_dim), -1, ("hidden", "heads", "kv")
+        )
         self.key_proj = self._projection((self.num_heads, head_dim), -1, ("embed", "heads", "kv"))
         self.value_proj = self._projection((self.num_heads, head_dim), -1, ("embed", "heads", "kv"))
         self.out_proj = self._projection(self.hidden_size, (-2, -1), ("heads", "kv", "hidden"))

@@ -105,7 +105,10 @@ class AbsolutePositionEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, positions: Array) -> Array:
-        """Args: positions ``[batch or 1, length]`` int. Returns ``[batch or 1, length, features]``."""
+        """Args: positions ``[batch or 1, length]`` int.
+
+        Returns: ``[batch or 1, length, features]`` in the compute dtype.
+        """
         if self.kind not in POSITION_TABLES:
             raise ValueError(
                 f"Unknown position table {self.kind!r}; valid: {', '.join(POSITION_TABLES)}."

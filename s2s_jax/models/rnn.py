@@ -315,7 +315,9 @@ class RNNEncoder(nn.Module):
             return RecurrentLayer(name=f"layer_{layer}", **kw)(x, mask)
         fwd_out, fwd_final = RecurrentLayer(name=f"layer_{layer}_fwd", **kw)(x, mask)
         bwd_out, bwd_final = RecurrentLayer(reverse=True, name=f"layer_{layer}_bwd", **kw)(x, mask)
-        final = tuple(jnp.concatenate(pair, axis=-1) for pair in zip(fwd_final, bwd_final))
+        final = tuple(
+            jnp.concatenate(pair, axis=-1) for pair in zip(fwd_final, bwd_final, strict=True)
+        )
         return jnp.concatenate([fwd_out, bwd_out], axis=-1), final
 
 

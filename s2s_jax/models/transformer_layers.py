@@ -1,0 +1,442 @@
+"""Transformer building blocks: attention with a KV cache, MLP/GLU, norms, encoder/decoder layers.
+
+Conventions shared by every block here:
+  * Attention ``bias`` is an additive float32 array broadcastable to
+    ``[batch, heads, queries, keys]``: masks (``NEG_INF``) and relative position biases are
+    summed into it once per stack by the caller, so layers never build masks themselves.
+  * Step mode (a ``cache`` is given): the ``length`` axis of the input holds independent
+    hypotheses (beams) of one decoding step, each at its own position ``positions[b, i]`` with
+    its own key/value buffer ``cache[...][b, i]``. Cross-attention needs no special case: the
+    hypotheses are simply the queries, so encoder keys are shared by all beams without copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from s2s_jax.models.positions import apply_rope
+
+if TYPE_CHECKING:
+    from s2s_jax.models.transformer import TransformerConfig
+
+Array = jax.Array
+Cache = dict[str, Array]
+
+# Large but finite: exp() underflows to exactly 0 in float32, and a fully masked row (an all-PAD
+# source) gets uniform weights instead of the NaN that -inf would give.
+NEG_INF = -1e9
+
+DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An MLP nonlinearity; gated ones multiply it with a second input projection (GLU)."""
+
+    fn: Callable[[Array], Array]
+    gated: bool
+
+
+_exact_gelu = functools.partial(nn.gelu, approximate=False)
+
+ACTIVATIONS: dict[str, Activation] = {
+    "relu": Activation(nn.relu, gated=False),
+    "gelu": Activation(_exact_gelu, gated=False),
+    "swish": Activation(nn.swish, gated=False),
+    "geglu": Activation(_exact_gelu, gated=True),
+    "swiglu": Activation(nn.swish, gated=True),
+    "reglu": Activation(nn.relu, gated=True),
+}
+
+
+def _partitioned(init: Callable[..., Array], names: Sequence[str | None]) -> Callable[..., Any]:
+    return nn.with_logical_partitioning(init, tuple(names))
+
+
+def _layer_norm(config: TransformerConfig, name: str | None) -> nn.Module:
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        dtype=DTYPES[config.dtype],
+        param_dtype=DTYPES[config.param_dtype],
+        scale_init=_partitioned(nn.initializers.ones, ("embed",)),
+        bias_init=_partitioned(nn.initializers.zeros, ("embed",)),
+        name=name,
+    )
+
+
+def _rms_norm(config: TransformerConfig, name: str | None) -> nn.Module:
+    return nn.RMSNorm(
+        epsilon=1e-6,
+        dtype=DTYPES[config.dtype],
+        param_dtype=DTYPES[config.param_dtype],
+        scale_init=_partitioned(nn.initializers.ones, ("embed",)),
+        name=name,
+    )
+
+
+NORMS: dict[str, Callable[[TransformerConfig, str | None], nn.Module]] = {
+    "layernorm": _layer_norm,
+    "rmsnorm": _rms_norm,
+}
+
+
+def make_norm(config: TransformerConfig, name: str | None = None) -> nn.Module:
+    """The normalisation layer named by ``config.norm`` (statistics in float32)."""
+    return NORMS[config.norm](config, name)
+
+
+def projection(
+    config: TransformerConfig,
+    features: int | tuple[int, ...],
+    *,
+    kernel_axes: Sequence[str | None],
+    bias_axes: Sequence[str | None],
+    axis: int | tuple[int, ...] = -1,
+    name: str | None = None,
+) -> nn.DenseGeneral:
+    """A biased ``DenseGeneral`` whose kernel and bias carry logical axis names."""
+    return nn.DenseGeneral(
+        features=features,
+        axis=axis,
+        dtype=DTYPES[config.dtype],
+        param_dtype=DTYPES[config.param_dtype],
+        kernel_init=_partitioned(nn.initializers.lecun_normal(), kernel_axes),
+        bias_init=_partitioned(nn.initializers.zeros, bias_axes),
+        name=name,
+    )
+
+
+def split_heads(config: TransformerConfig, name: str | None = None) -> nn.DenseGeneral:
+    """``[..., embed] -> [..., heads, head_dim]`` projection (queries, keys or values)."""
+    return projection(
+        config,
+        (config.num_heads, config.head_size),
+        kernel_axes=("embed", "heads", "kv"),
+        bias_axes=("heads", "kv"),
+        name=name,
+    )
+
+
+def merge_heads(config: TransformerConfig, name: str | None = None) -> nn.DenseGeneral:
+    """``[..., heads, head_dim] -> [..., embed]`` output projection."""
+    return projection(
+        config,
+        config.d_model,
+        axis=(-2, -1),
+        kernel_axes=("heads", "kv", "embed"),
+        bias_axes=("embed",),
+        name=name,
+    )
+
+
+def attention_weights(query: Array, key: Array, bias: Array) -> Array:
+    """Scaled dot-product attention weights.
+
+    Args:
+      query: ``[batch, q_len, heads, head_dim]``.
+      key: ``[batch, k_len, heads, head_dim]``.
+      bias: additive, broadcastable to ``[batch, heads, q_len, k_len]``.
+
+    Returns:
+      ``[batch, heads, q_len, k_len]`` float32 softmax weights (logits accumulate in float32,
+      whatever the compute dtype).
+    """
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+    return jax.nn.softmax(logits * query.shape[-1] ** -0.5 + bias, axis=-1)
+
+
+def _attend(
+    config: TransformerConfig, query: Array, key: Array, value: Array, bias: Array, det: bool
+) -> tuple[Array, Array]:
+    """Attention output ``[batch, q_len, heads, head_dim]`` and weights ``[b, heads, q, k]``."""
+    weights = attention_weights(query, key, bias)
+    dropped = nn.Dropout(config.attention_dropout)(weights, deterministic=det)
+    return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(value.dtype), value), weights
+
+
+def write_cache(cache: Cache, key: Array, value: Array, positions: Array) -> Cache:
+    """Writes each hypothesis' new key/value into its buffer at its own position.
+
+    Args:
+      cache: ``{"keys", "values"}`` each ``[batch, beam, max_length, heads, head_dim]``.
+      key: ``[batch, beam, heads, head_dim]``; value likewise.
+      positions: ``[batch, beam]`` int, the slot to write.
+
+    Returns:
+      The updated cache (a select over slots, so every hypothesis may sit at a different step).
+    """
+    slots = jnp.arange(cache["keys"].shape[2])
+    hit = (slots == positions[..., None])[..., None, None]  # [b, beam, max_length, 1, 1]
+    return {
+        "keys": jnp.where(hit, key[:, :, None].astype(cache["keys"].dtype), cache["keys"]),
+        "values": jnp.where(hit, value[:, :, None].astype(cache["values"].dtype), cache["values"]),
+    }
+
+
+def _attend_cached(config: TransformerConfig, query: Array, cache: Cache, bias: Array) -> Array:
+    """Each hypothesis ``[b, i]`` attends to its own buffer: batch and beam fold into one axis."""
+    batch, beam, heads, head_dim = query.shape
+    slots = cache["keys"].shape[2]
+    bias = jnp.broadcast_to(bias, (batch, bias.shape[1], beam, slots))
+    bias = jnp.swapaxes(bias, 1, 2).reshape(batch * beam, -1, 1, slots)
+    fold = lambda x: x.reshape((batch * beam,) + x.shape[2:])
+    out, _ = _attend(
+        config,
+        query.reshape(batch * beam, 1, heads, head_dim),
+        fold(cache["keys"]),
+        fold(cache["values"]),
+        bias,
+        True,
+    )
+    return out.reshape(batch, beam, heads, head_dim)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with optional rotary positions and a per-hypothesis KV cache."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self, x: Array, positions: Array, bias: Array, cache: Cache | None, deterministic: bool
+    ) -> tuple[Array, Cache | None]:
+        """Self-attention over a whole sequence, or one decoding step when ``cache`` is given.
+
+        Args:
+          x: ``[batch, length, embed]`` (in step mode ``length`` is the beam).
+          positions: ``[batch or 1, length]`` int; rotary angles and, in step mode, cache slots.
+          bias: additive, broadcastable to ``[batch, heads, length, keys]``; keys are the
+            sequence itself or the ``max_length`` cache slots.
+          cache: None, or ``{"keys", "values"}`` ``[batch, length, max_length, heads, head_dim]``.
+          deterministic: disables attention dropout.
+
+        Returns:
+          ``([batch, length, embed], cache)``; the cache is None when none was given.
+        """
+        cfg = self.config
+        heads_axes = ("batch", "length", "heads", "kv")
+        q, k, v = (
+            nn.with_logical_constraint(split_heads(cfg, name)(x), heads_axes)
+            for name in ("query", "key", "value")
+        )
+        if cfg.position == "rope":
+            q, k = apply_rope(q, positions), apply_rope(k, positions)
+        if cache is None:
+            out, _ = _attend(cfg, q, k, v, bias, deterministic)
+        else:
+            cache = write_cache(cache, k, v, positions)
+            out = _attend_cached(cfg, q, cache, bias)
+        return merge_heads(cfg, "out")(out), cache
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from decoder states to precomputed encoder keys and values."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self, x: Array, keys: Array, values: Array, bias: Array, deterministic: bool
+    ) -> tuple[Array, Array]:
+        """Args:
+          x: ``[batch, q_len, embed]`` decoder states (or beams of one step).
+          keys: ``[batch, src_len, heads, head_dim]``; values likewise.
+          bias: additive, broadcastable to ``[batch, heads, q_len, src_len]`` (source padding).
+          deterministic: disables attention dropout.
+
+        Returns:
+          ``([batch, q_len, embed], weights [batch, q_len, src_len] averaged over heads)``.
+        """
+        query = split_heads(self.config, "query")(x)
+        out, weights = _attend(self.config, query, keys, values, bias, deterministic)
+        return merge_heads(self.config, "out")(out), weights.mean(axis=1)
+
+
+class Mlp(nn.Module):
+    """Position-wise feed-forward block; gated activations use two input projections."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        """Args: x ``[batch, length, embed]``. Returns ``[batch, length, embed]``."""
+        cfg = self.config
+        activation = ACTIVATIONS[cfg.activation]
+        dense_in = functools.partial(
+            projection, cfg, cfg.mlp_dim, kernel_axes=("embed", "mlp"), bias_axes=("mlp",)
+        )
+        if activation.gated:
+            hidden = activation.fn(dense_in(name="wi_0")(x)) * dense_in(name="wi_1")(x)
+        else:
+            hidden = activation.fn(dense_in(name="wi")(x))
+        hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+        hidden = nn.Dropout(cfg.activation_dropout)(hidden, deterministic=deterministic)
+        dense_out = projection(
+            cfg, cfg.d_model, kernel_axes=("mlp", "embed"), bias_axes=("embed",), name="wo"
+        )
+        return dense_out(hidden)
+
+
+def _residual(
+    config: TransformerConfig,
+    x: Array,
+    sublayer: Callable[[Array], tuple[Array, Any]],
+    norm_name: str,
+    deterministic: bool,
+) -> tuple[Array, Any]:
+    """Pre-LN ``x + drop(f(norm(x)))`` or post-LN ``norm(x + drop(f(x)))``; same params."""
+    norm = make_norm(config, norm_name)
+    y, aux = sublayer(norm(x) if config.pre_norm else x)
+    x = x + nn.Dropout(config.dropout)(y, deterministic=deterministic)
+    x = x if config.pre_norm else norm(x)
+    return nn.with_logical_constraint(x, ("batch", "length", "embed")), aux
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention and MLP sublayers. Scan signature: ``(x, *args) -> (x, None)``."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self, x: Array, deterministic: bool, bias: Array, positions: Array
+    ) -> tuple[Array, None]:
+        """Args:
+          x: ``[batch, src_len, embed]``.
+          deterministic: disables dropout.
+          bias: ``[batch or 1, heads or 1, src_len, src_len]`` padding mask + relative bias.
+          positions: ``[1, src_len]`` int (rotary angles).
+
+        Returns:
+          ``([batch, src_len, embed], None)``.
+        """
+        cfg = self.config
+        attention = SelfAttention(cfg, name="self_attention")
+        mlp = Mlp(cfg, name="mlp")
+        x, _ = _residual(
+            cfg,
+            x,
+            lambda h: attention(h, positions, bias, None, deterministic),
+            "attention_norm",
+            deterministic,
+        )
+        x, _ = _residual(cfg, x, lambda h: (mlp(h, deterministic), None), "mlp_norm", deterministic)
+        return x, None
+
+
+class DecoderLayer(nn.Module):
+    """Self-attention, cross-attention and MLP sublayers.
+
+    Scan signature: ``(x, *args) -> (x, (cache, cross_attention_weights))``.
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        deterministic: bool,
+        self_bias: Array,
+        positions: Array,
+        cross_kv: tuple[Array, Array],
+        cross_bias: Array,
+        cache: Cache | None,
+    ) -> tuple[Array, tuple[Cache | None, Array]]:
+        """Args:
+          x: ``[batch, length, embed]`` (in step mode ``length`` is the beam).
+          deterministic: disables dropout.
+          self_bias: broadcastable to ``[batch, heads, length, keys]``, causal mask + bias.
+          positions: ``[batch or 1, length]`` int, see ``SelfAttention``.
+          cross_kv: this layer's encoder keys and values, ``[batch, src_len, heads, head_dim]``.
+          cross_bias: ``[batch, 1, 1, src_len]`` source padding mask.
+          cache: None or this layer's buffers, see ``SelfAttention``.
+
+        Returns:
+          ``([batch, length, embed], (cache, weights [batch, length, src_len]))``.
+        """
+        cfg = self.config
+        self_attention = SelfAttention(cfg, name="self_attention")
+        cross_attention = CrossAttention(cfg, name="cross_attention")
+        mlp = Mlp(cfg, name="mlp")
+        x, cache = _residual(
+            cfg,
+            x,
+            lambda h: self_attention(h, positions, self_bias, cache, deterministic),
+            "self_attention_norm",
+            deterministic,
+        )
+        x, weights = _residual(
+            cfg,
+            x,
+            lambda h: cross_attention(h, *cross_kv, cross_bias, deterministic),
+            "cross_attention_norm",
+            deterministic,
+        )
+        x, _ = _residual(cfg, x, lambda h: (mlp(h, deterministic), None), "mlp_norm", deterministic)
+        return x, (cache, weights)
+
+
+# "none" means no rematerialisation at all; "full" saves nothing and recomputes the layer.
+REMAT_POLICIES: dict[str, Any] = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+# Scan axes of the layers' arguments after the carried x (see the layer signatures above).
+ENCODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast)  # deterministic, bias, positions
+# deterministic, self_bias, positions, cross_kv [b, layers, ...], cross_bias,
+# cache [b, beam, layers, ...]
+DECODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast, 1, nn.broadcast, 2)
+DECODER_OUT_AXES = (2, 0)  # cache [b, beam, layers, ...], weights [layers, b, length, src]
+
+
+def layer_stack(config: TransformerConfig, layer: type[nn.Module], num: int, in_axes, out_axes):
+    """Inside ``setup``: one scanned module, or a list of ``num`` layers when unrolled."""
+    if config.remat_policy != "none":
+        layer = nn.remat(
+            layer,
+            policy=REMAT_POLICIES[config.remat_policy],
+            prevent_cse=not config.scan_layers,  # scan already keeps XLA from merging recomputes
+            static_argnums=(2,),  # deterministic (self is 0, x is 1)
+        )
+    if not config.scan_layers:
+        return [layer(config) for _ in range(num)]
+    scanned = nn.scan(
+        layer,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=in_axes,
+        out_axes=out_axes,
+        length=num,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scanned(config)
+
+
+def apply_layers(layers, in_axes, out_axes, x: Array, *args) -> tuple[Array, PyTree]:
+    """Runs a scanned stack, or its unrolled twin slicing/stacking along the same axes."""
+    if not isinstance(layers, (list, tuple)):
+        return layers(x, *args)
+    outputs = []
+    for i, layer in enumerate(layers):
+        layer_args = [
+            arg
+            if axis is nn.broadcast
+            else jax.tree.map(lambda a, ax=axis, i=i: jnp.take(a, i, ax), arg)
+            for arg, axis in zip(args, in_axes, strict=True)
+        ]
+        x, y = layer(x, *layer_args)
+        outputs.append(y)
+    stack = lambda axis, *ys: jax.tree.map(lambda *leaves: jnp.stack(leaves, axis), *ys)
+    return x, jax.tree.map(stack, out_axes, *outputs)
