@@ -23,8 +23,10 @@ def _attend(module, query, values, mask):
 
 def _init(module, query, values, mask):
     """Random normal parameters shaped like the module's (any values suit these tests)."""
-    init = lambda: module.init(jax.random.key(0), query, values, mask, method=_attend)  # noqa: E731
-    shapes = nn.meta.unbox(jax.eval_shape(init)).get("params", {})
+    variables = jax.eval_shape(
+        lambda: module.init(jax.random.key(0), query, values, mask, method=_attend)
+    )
+    shapes = nn.meta.unbox(variables).get("params", {})
     rng = np.random.default_rng(0)
     return jax.tree.map(lambda s: jnp.asarray(rng.normal(0.0, 0.5, s.shape), s.dtype), shapes)
 
@@ -75,8 +77,8 @@ def test_luong_dot_query_identical_to_one_key_selects_it():
 
 def test_luong_dot_rejects_mismatched_sizes():
     with pytest.raises(ValueError, match="luong_general"):
-        _apply(attention.DotAttention(2), {}, jnp.ones((1, 1, 2)), jnp.ones((1, 3, 4)),
-               jnp.ones((1, 3), bool))  # fmt: skip
+        query, values = jnp.ones((1, 1, 2)), jnp.ones((1, 3, 4))
+        _apply(attention.DotAttention(2), {}, query, values, jnp.ones((1, 3), bool))
 
 
 def test_luong_general_hand_example():
@@ -102,8 +104,7 @@ def test_additive_hand_example():
     }
     context, weights = _apply(module, params, query, values, mask)
     # score_j = 1 * tanh(0.5 + k_j0) + 2 * tanh(-0.5 + k_j1 + 0.1)
-    scores = np.array([np.tanh(1.5) + 2 * np.tanh(-0.4), np.tanh(0.5) + 2 * np.tanh(0.6),
-                       np.tanh(2.5) + 2 * np.tanh(1.6)])  # fmt: skip
+    scores = np.tanh([1.5, 0.5, 2.5]) + 2 * np.tanh([-0.4, 0.6, 1.6])
     expected = np.exp(scores) / np.exp(scores).sum()
     np.testing.assert_allclose(weights[0, 0], [*expected, 0.0], atol=TOL)
     np.testing.assert_allclose(context[0, 0], expected @ np.asarray(values[0, :3]), atol=TOL)
@@ -197,9 +198,8 @@ def test_prepared_memory_is_per_batch_not_per_beam(name):
 def test_attention_registry_maps_names_to_mechanisms():
     assert attention.ATTENTIONS["bahdanau"] is attention.AdditiveAttention
     assert attention.ATTENTIONS["luong_concat"] is attention.AdditiveAttention
-    assert set(attention.ATTENTIONS) == {
-        "bahdanau", "luong_dot", "luong_general", "luong_concat", "multihead"
-    }  # fmt: skip
+    names = {"bahdanau", "luong_dot", "luong_general", "luong_concat", "multihead"}
+    assert set(attention.ATTENTIONS) == names
 
 
 def test_bfloat16_compute_keeps_float32_weights():

@@ -55,12 +55,8 @@ def _padded_batch():
 
 def _flax_lstm_params(params, input_kernel):
     """Splits fused LSTM params (gate order i, f, g, o) into flax.linen.LSTMCell's layout."""
-    split = lambda a: jnp.split(a, 4, axis=-1)  # noqa: E731
-    ins, recs, biases = (
-        split(input_kernel),
-        split(params["recurrent_kernel"]),
-        split(params["bias"]),
-    )
+    fused = (input_kernel, params["recurrent_kernel"], params["bias"])
+    ins, recs, biases = (jnp.split(a, 4, axis=-1) for a in fused)
     out = {}
     for gate, w_in, w_rec, b in zip("ifgo", ins, recs, biases, strict=True):
         out[f"i{gate}"] = {"kernel": w_in}
@@ -70,12 +66,8 @@ def _flax_lstm_params(params, input_kernel):
 
 def _flax_gru_params(params, input_kernel):
     """Splits fused GRU params (gate order r, z, n) into flax.linen.GRUCell's layout."""
-    split = lambda a: jnp.split(a, 3, axis=-1)  # noqa: E731
-    ins, recs, biases = (
-        split(input_kernel),
-        split(params["recurrent_kernel"]),
-        split(params["bias"]),
-    )
+    fused = (input_kernel, params["recurrent_kernel"], params["bias"])
+    ins, recs, biases = (jnp.split(a, 3, axis=-1) for a in fused)
     out = {f"i{g}": {"kernel": w, "bias": b} for g, w, b in zip("rzn", ins, biases, strict=True)}
     out["hr"] = {"kernel": recs[0]}
     out["hz"] = {"kernel": recs[1]}

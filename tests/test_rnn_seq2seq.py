@@ -157,9 +157,16 @@ SHAPE_CASES = [
 
 @pytest.mark.parametrize("cell,attention,bidirectional,layers", SHAPE_CASES)
 def test_shapes_and_axis_names_for_every_combination(cell, attention, bidirectional, layers):
-    config = _config(cell, attention, bidirectional=bidirectional, encoder_layers=layers[0],
-                     decoder_layers=layers[1])  # fmt: skip
-    model = RNNSeq2Seq(config)
+    encoder_layers, decoder_layers = layers
+    model = RNNSeq2Seq(
+        _config(
+            cell,
+            attention,
+            bidirectional=bidirectional,
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
+        )
+    )
     out = _trace(model)
     dirs = 2 if bidirectional else 1
     assert out["logits"].shape == (2, 4, 11) and out["logits"].dtype == jnp.float32
@@ -191,10 +198,13 @@ def _trace(model: RNNSeq2Seq) -> dict:
     return jax.eval_shape(run, jax.random.key(0))
 
 
+def _is_box(x) -> bool:
+    return isinstance(x, nn.LogicallyPartitioned)
+
+
 def _assert_logical_names(boxed_params):
-    is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)  # noqa: E731
-    leaves = jax.tree.leaves(boxed_params, is_leaf=is_box)
-    assert leaves and all(is_box(leaf) for leaf in leaves), "every param carries axis names"
+    leaves = jax.tree.leaves(boxed_params, is_leaf=_is_box)
+    assert leaves and all(_is_box(leaf) for leaf in leaves), "every param carries axis names"
     for leaf in leaves:
         assert len(leaf.names) == len(leaf.value.shape)
         assert set(leaf.names) <= AXIS_NAMES and len(set(leaf.names)) == len(leaf.names)
@@ -302,9 +312,8 @@ def test_config_rejects_bad_values(overrides, message):
 
 def test_config_is_frozen_with_documented_defaults():
     config = RNNConfig(7, 9)
-    assert (config.cell, config.attention, config.embed_dim, config.hidden_size) == (
-        "lstm", "luong_general", 64, 128
-    )  # fmt: skip
+    assert (config.cell, config.attention) == ("lstm", "luong_general")
+    assert (config.embed_dim, config.hidden_size) == (64, 128)
     assert config.input_feeding and not config.bidirectional and config.num_heads == 4
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.cell = "gru"

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import itertools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -232,6 +233,28 @@ def test_cached_decoding_matches_full_decode(position, pre_norm, scan_layers):
     full, stepped = jit(functools.partial(_full_and_stepped, cfg))(_params(cfg))
     np.testing.assert_allclose(stepped[1], full[:, :1], atol=TOL)  # beam 1
     np.testing.assert_allclose(stepped[2], full, atol=TOL)  # beam 2: per-hypothesis caches
+
+
+def test_decode_step_compiles_once():
+    cfg = _config(position="rope")
+    model = Transformer(cfg)
+    params = _params(cfg)
+
+    @jit
+    def start(params):
+        encoded = model.apply(params, SRC, train=False, method=model.encode)
+        return model.apply(params, encoded, 4, method=model.init_decode)
+
+    memory, cache = start(params)
+
+    @jit
+    @chex.assert_max_traces(n=1)  # the position lives in the cache, not in Python
+    def step(memory, ids, cache):
+        return model.apply(params, memory, ids, cache, method=model.decode_step)
+
+    for t in range(4):
+        _, cache = step(memory, TGT[:, t : t + 1], cache)
+    np.testing.assert_array_equal(cache["index"], jnp.full((2, 1), 4))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ Every mechanism has two methods:
 
 Queries carry a beam axis that memory lacks: the einsums broadcast over it, so encoder outputs
 are never copied per beam. Mechanisms own parameters used by both methods, hence ``setup``.
+
+Parameter axis names: encoder-output features "embed", decoder hidden "hidden", the attention
+space "kv" (per head for multi-head, with "heads").
 """
 
 from typing import Any
@@ -68,13 +71,12 @@ class DotAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def prepare(self, values: Array, mask: Array) -> Memory:
-        """Keys are the values themselves. See the module docstring for shapes."""
-        values = values.astype(self.dtype)
-        return {"keys": values, "values": values, "mask": mask}
+        """The values double as keys. See the module docstring for shapes."""
+        return {"values": values.astype(self.dtype), "mask": mask}
 
     def __call__(self, query: Array, memory: Memory) -> tuple[Array, Array]:
         """Attends. See the module docstring for shapes."""
-        keys = memory["keys"]
+        keys = memory["values"]
         if query.shape[-1] != keys.shape[-1]:
             raise ValueError(
                 f"Dot attention needs query size == key size, got {query.shape[-1]} and "

@@ -12,6 +12,9 @@ Wirings (``RNNConfig.attention``):
   * Luong (``"luong_dot"``, ``"luong_general"``, ``"luong_concat"``, ``"multihead"``): the
     current top hidden state queries; ``a_t = tanh(W_c [c_t; h_t])`` feeds the output layer and,
     with input feeding, the next step's input.
+
+Dropout (train only) acts between stacked recurrent layers and on the features entering the
+vocabulary projection; the input-fed ``a_t`` is the undropped vector.
 """
 
 import dataclasses
@@ -29,6 +32,7 @@ Array = jax.Array
 Cache = dict[str, Any]
 Encoded = dict[str, Any]
 Memory = dict[str, Array]
+StepOutput = tuple[Cache, tuple[Array, Array]]  # (cache, (features, attention weights))
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -76,9 +80,8 @@ class RNNConfig:
         _check_choice("attention", self.attention, DECODER_STEPS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
-        for name in ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size"):
-            _check_positive(name, getattr(self, name))
-        for name in ("encoder_layers", "decoder_layers", "num_heads"):
+        sizes = ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size", "num_heads")
+        for name in (*sizes, "encoder_layers", "decoder_layers"):
             _check_positive(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
@@ -135,8 +138,8 @@ class _DecoderStep(nn.Module):
         )
 
     def _dense(self, use_bias: bool = True) -> nn.Dense:
-        return logical_dense(self.config.hidden_size, ("mlp", "hidden"), use_bias=use_bias,
-                             **self._dtypes())  # fmt: skip
+        size = self.config.hidden_size
+        return logical_dense(size, ("mlp", "hidden"), use_bias=use_bias, **self._dtypes())
 
     def init_cache(self, carry: tuple[Carry, ...]) -> Cache:
         """The cache before the first step; carry leaves are ``[batch, 1, hidden]``."""
@@ -155,7 +158,8 @@ class ContextDecoderStep(_DecoderStep):
         context = encoded["final"][-1][-1].astype(self.config.compute_dtype)
         return {"context": context, "mask": encoded["mask"]}
 
-    def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool):
+    def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool) -> StepOutput:
+        """One step; see ``_DecoderStep`` for shapes."""
         batch_beam = inputs.shape[:2]
         context = jnp.broadcast_to(
             memory["context"][:, None, :], batch_beam + memory["context"].shape[-1:]
@@ -179,7 +183,8 @@ class BahdanauDecoderStep(_DecoderStep):
         """Memory from the attention's ``prepare`` (precomputed ``U keys``)."""
         return self.attention.prepare(encoded["outputs"], encoded["mask"])
 
-    def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool):
+    def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool) -> StepOutput:
+        """One step; see ``_DecoderStep`` for shapes."""
         query = cache["carry"][-1][-1]  # h_{t-1} of the top layer
         context, weights = self.attention(query, memory)
         rnn_input = jnp.concatenate([inputs, context], axis=-1)
@@ -210,7 +215,8 @@ class LuongDecoderStep(_DecoderStep):
             cache["feed"] = jnp.zeros_like(carry[-1][-1])
         return cache
 
-    def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool):
+    def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool) -> StepOutput:
+        """One step; see ``_DecoderStep`` for shapes."""
         feeding = self.config.input_feeding
         rnn_input = jnp.concatenate([inputs, cache["feed"]], axis=-1) if feeding else inputs
         carry, hidden = self.cells(cache["carry"], rnn_input, train=train)
@@ -261,7 +267,7 @@ class Bridge(nn.Module):
 
 def _scan_decoder(
     step: _DecoderStep, cache: Cache, inputs: Array, memory: Memory, train: bool
-) -> tuple[Cache, tuple[Array, Array]]:
+) -> StepOutput:
     """Teacher-forced decoding: the step scanned over axis 1 of ``[batch, tgt_len, 1, embed]``."""
 
     def body(step, cache, inputs_t, memory):

@@ -49,6 +49,7 @@ PyTree = Any
 
 POSITIONS = (*POSITION_TABLES, "rope", "t5_relative")
 
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """Hyperparameters of ``Transformer``; see the task brief for each field's meaning.
@@ -103,9 +104,17 @@ _CHOICES = {
     "param_dtype": DTYPES,
 }
 _POSITIVE = (
-    "src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "mlp_dim", "encoder_layers",
-    "decoder_layers", "max_position", "relative_buckets", "relative_max_distance",
-)  # fmt: skip
+    "src_vocab_size",
+    "tgt_vocab_size",
+    "d_model",
+    "num_heads",
+    "mlp_dim",
+    "encoder_layers",
+    "decoder_layers",
+    "max_position",
+    "relative_buckets",
+    "relative_max_distance",
+)
 _RATES = ("dropout", "attention_dropout", "activation_dropout")
 
 
@@ -255,9 +264,8 @@ class Decoder(_Stack):
 
         Returns: keys, values ``[batch, layers, src_len, heads, head_dim]``.
         """
-        return jnp.moveaxis(self.cross_key(encoded), 2, 1), jnp.moveaxis(
-            self.cross_value(encoded), 2, 1
-        )
+        keys, values = (jnp.moveaxis(p(encoded), 2, 1) for p in (self.cross_key, self.cross_value))
+        return keys, values
 
     def __call__(
         self, y: Array, keys: Array, values: Array, src_mask: Array, deterministic: bool
@@ -304,9 +312,17 @@ class Decoder(_Stack):
         cross_bias = jnp.where(src_mask, 0.0, NEG_INF)[:, None, None, :]
         y = self._prepare(y, query_positions, deterministic)
         y, outputs = apply_layers(
-            self.layers, DECODER_IN_AXES, DECODER_OUT_AXES,
-            y, deterministic, self_bias, query_positions, cross_kv, cross_bias, cache,
-        )  # fmt: skip
+            self.layers,
+            DECODER_IN_AXES,
+            DECODER_OUT_AXES,
+            y,
+            deterministic,
+            self_bias,
+            query_positions,
+            cross_kv,
+            cross_bias,
+            cache,
+        )
         return self._finish(y), outputs
 
 

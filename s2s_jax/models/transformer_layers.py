@@ -286,10 +286,10 @@ class Mlp(nn.Module):
 
 def _residual(
     config: TransformerConfig,
+    deterministic: bool,
     x: Array,
     sublayer: Callable[[Array], tuple[Array, Any]],
     norm_name: str,
-    deterministic: bool,
 ) -> tuple[Array, Any]:
     """Pre-LN ``x + drop(f(norm(x)))`` or post-LN ``norm(x + drop(f(x)))``; same params."""
     norm = make_norm(config, norm_name)
@@ -318,16 +318,15 @@ class EncoderLayer(nn.Module):
           ``([batch, src_len, embed], None)``.
         """
         cfg = self.config
-        attention = SelfAttention(cfg, name="self_attention")
+        self_attention = SelfAttention(cfg, name="self_attention")
         mlp = Mlp(cfg, name="mlp")
-        x, _ = _residual(
-            cfg,
+        residual = functools.partial(_residual, cfg, deterministic)
+        x, _ = residual(
             x,
-            lambda h: attention(h, positions, bias, None, deterministic),
-            "attention_norm",
-            deterministic,
+            lambda h: self_attention(h, positions, bias, None, deterministic),
+            "self_attention_norm",
         )
-        x, _ = _residual(cfg, x, lambda h: (mlp(h, deterministic), None), "mlp_norm", deterministic)
+        x, _ = residual(x, lambda h: (mlp(h, deterministic), None), "mlp_norm")
         return x, None
 
 
@@ -366,21 +365,18 @@ class DecoderLayer(nn.Module):
         self_attention = SelfAttention(cfg, name="self_attention")
         cross_attention = CrossAttention(cfg, name="cross_attention")
         mlp = Mlp(cfg, name="mlp")
-        x, cache = _residual(
-            cfg,
+        residual = functools.partial(_residual, cfg, deterministic)
+        x, cache = residual(
             x,
             lambda h: self_attention(h, positions, self_bias, cache, deterministic),
             "self_attention_norm",
-            deterministic,
         )
-        x, weights = _residual(
-            cfg,
+        x, weights = residual(
             x,
             lambda h: cross_attention(h, *cross_kv, cross_bias, deterministic),
             "cross_attention_norm",
-            deterministic,
         )
-        x, _ = _residual(cfg, x, lambda h: (mlp(h, deterministic), None), "mlp_norm", deterministic)
+        x, _ = residual(x, lambda h: (mlp(h, deterministic), None), "mlp_norm")
         return x, (cache, weights)
 
 
@@ -392,8 +388,7 @@ REMAT_POLICIES: dict[str, Any] = {
     "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
-
-# Scan axes of the layers' arguments after the carried x (see the layer signatures above).
+# Scan axes of the layer arguments after the carried x, in the order of the signatures above.
 ENCODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast)  # deterministic, bias, positions
 # deterministic, self_bias, positions, cross_kv [b, layers, ...], cross_bias,
 # cache [b, beam, layers, ...]
@@ -401,8 +396,22 @@ DECODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast, 1, nn.broadcast, 2)
 DECODER_OUT_AXES = (2, 0)  # cache [b, beam, layers, ...], weights [layers, b, length, src]
 
 
-def layer_stack(config: TransformerConfig, layer: type[nn.Module], num: int, in_axes, out_axes):
-    """Inside ``setup``: one scanned module, or a list of ``num`` layers when unrolled."""
+def layer_stack(
+    config: TransformerConfig, layer: type[nn.Module], num: int, in_axes: tuple, out_axes: Any
+) -> nn.Module | list[nn.Module]:
+    """Builds a stack of ``num`` layers; call inside ``setup``.
+
+    Args:
+      config: model config (``scan_layers``, ``remat_policy``).
+      layer: ``EncoderLayer`` or ``DecoderLayer``.
+      num: number of layers.
+      in_axes: scan axes of the layer arguments after x (``ENCODER_IN_AXES``...).
+      out_axes: scan axes of the layer outputs after x.
+
+    Returns:
+      One scanned module (params stacked on a leading "layers" axis), or a list of ``num``
+      separate layers when ``config.scan_layers`` is False. Run either with ``apply_layers``.
+    """
     if config.remat_policy != "none":
         layer = nn.remat(
             layer,
@@ -424,16 +433,28 @@ def layer_stack(config: TransformerConfig, layer: type[nn.Module], num: int, in_
     return scanned(config)
 
 
-def apply_layers(layers, in_axes, out_axes, x: Array, *args) -> tuple[Array, PyTree]:
-    """Runs a scanned stack, or its unrolled twin slicing/stacking along the same axes."""
-    if not isinstance(layers, (list, tuple)):
+def apply_layers(
+    layers: nn.Module | Sequence[nn.Module], in_axes: tuple, out_axes: Any, x: Array, *args: Any
+) -> tuple[Array, Any]:
+    """Runs a ``layer_stack``: the scan, or its unrolled twin slicing and stacking alike.
+
+    Args:
+      layers: from ``layer_stack``.
+      in_axes, out_axes: the axes given to ``layer_stack``.
+      x: the carried activations ``[batch, length, embed]``.
+      *args: the layer arguments after x; scanned ones hold every layer along their axis.
+
+    Returns:
+      The last layer's x and the per-layer outputs stacked along ``out_axes``.
+    """
+    if not isinstance(layers, Sequence):  # setup() turns the unrolled list into a tuple
         return layers(x, *args)
     outputs = []
     for i, layer in enumerate(layers):
         layer_args = [
             arg
             if axis is nn.broadcast
-            else jax.tree.map(lambda a, ax=axis, i=i: jnp.take(a, i, ax), arg)
+            else jax.tree.map(lambda a, ax=axis, i=i: a.take(i, ax), arg)
             for arg, axis in zip(args, in_axes, strict=True)
         ]
         x, y = layer(x, *layer_args)
