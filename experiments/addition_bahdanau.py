@@ -33,7 +33,7 @@ def get_config(variant: str = ""):
         c.data.batch_size = 16
         c.train.num_steps = 20
         c.train.log_every = 5
-    c.train.warmup_steps = 5
+        c.train.warmup_steps = 5
         c.eval.every_steps, c.eval.batch_size, c.eval.max_examples = 10, 32, 64
         c.checkpoint.every_steps = 10
     elif variant:

@@ -13,13 +13,8 @@ import optax
 import pytest
 
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from s2s_jax.models.transformer import (
-    POSITIONS,
-    Transformer,
-    TransformerConfig,
-    stack_layer_params,
-    unstack_layer_params,
-)
+from s2s_jax.models.transformer import POSITIONS, Transformer, TransformerConfig
+from s2s_jax.models.transformer_layers import stack_layer_params, unstack_layer_params
 
 # float32 on CPU: compared paths differ only in summation order and masked-slot layout.
 TOL = 1e-5
@@ -131,6 +126,12 @@ def test_shapes_and_attention():
     np.testing.assert_allclose(attention.sum(-1), jnp.ones((2, 5)), atol=TOL)
     np.testing.assert_array_equal(attention[0, :, 5], jnp.zeros(5))  # PAD source position
     np.testing.assert_allclose(logits, _logits(cfg, params), atol=TOL)
+
+
+def test_all_pad_source_gives_finite_logits():
+    cfg = _config()
+    logits = _logits(cfg, src=SRC.at[0].set(PAD_ID))
+    assert bool(jnp.all(jnp.isfinite(logits)))
 
 
 def test_init_decode_layout():
@@ -378,8 +379,10 @@ def test_overfits_reversal():
     loss_fn = functools.partial(_loss, cfg, src=src, targets=targets)
     optimizer = optax.adam(3e-3)
 
-    @jit
-    def train(params):
+    @jit  # init and all 200 steps in one program: one compilation
+    def train(rng):
+        params = nn.meta.unbox(Transformer(cfg).init(rng, src, targets, train=False))
+
         def step(state, _):
             params, opt_state = state
             loss, grads = jax.value_and_grad(loss_fn)(params)
@@ -389,8 +392,5 @@ def test_overfits_reversal():
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=200)
         return losses[0], loss_fn(params)
 
-    params = jit(Transformer(cfg).init, static_argnames="train")(
-        jax.random.key(0), src, targets, train=False
-    )
-    first, final = train(nn.meta.unbox(params))
+    first, final = train(jax.random.key(0))
     assert float(final) < 0.1 * float(first), (float(first), float(final))

@@ -17,6 +17,8 @@ from s2s_jax.models.transformer_layers import (
     SelfAttention,
     attention_weights,
     make_norm,
+    stack_layer_params,
+    unstack_layer_params,
     write_cache,
 )
 
@@ -177,3 +179,25 @@ def test_decoder_layer_param_names_and_axes():
     assert boxed["self_attention"]["out"]["kernel"].names == ("heads", "kv", "embed")
     assert boxed["mlp"]["wi"]["kernel"].names == ("embed", "mlp")
     assert boxed["mlp_norm"]["scale"].names == ("embed",)
+
+
+def test_layer_param_layout_conversion():
+    unrolled = {
+        "encoder": {
+            "layers_0": {"w": jnp.array([1.0, 2.0])},
+            "layers_1": {"w": jnp.array([3.0, 4.0])},
+            "final_norm": {"scale": jnp.ones(2)},
+        },
+        "embedding": jnp.zeros(3),
+    }
+    scanned = stack_layer_params(unrolled)
+    assert sorted(scanned["encoder"]) == ["final_norm", "layers"]
+    np.testing.assert_array_equal(scanned["encoder"]["layers"]["w"], [[1.0, 2.0], [3.0, 4.0]])
+    back = unstack_layer_params(scanned)
+    assert jax.tree.structure(back) == jax.tree.structure(unrolled)
+    jax.tree.map(np.testing.assert_array_equal, back, unrolled)
+
+
+def test_layer_param_conversion_rejects_gaps():
+    with pytest.raises(ValueError, match="layers_0..layers_N"):
+        stack_layer_params({"layers_0": {"w": jnp.ones(1)}, "layers_2": {"w": jnp.ones(1)}})

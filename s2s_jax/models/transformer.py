@@ -3,7 +3,7 @@
 Implements the model interface of ``s2s_jax.models``. Layout choices:
   * Each stack is one ``nn.scan`` over a (optionally rematerialised) layer; parameters get a
     leading "layers" axis. ``scan_layers=False`` unrolls the same layer in a Python loop;
-    ``stack_layer_params`` / ``unstack_layer_params`` convert between the two layouts.
+    ``transformer_layers.stack_layer_params`` / ``unstack_layer_params`` convert the params.
   * The cross-attention key/value projections of all decoder layers are one parameter
     ``[embed, layers, heads, head_dim]`` on the decoder, so ``init_decode`` computes every
     layer's encoder keys in one einsum and ``decode`` shares the code path with ``decode_step``.
@@ -13,8 +13,6 @@ Implements the model interface of ``s2s_jax.models``. Layout choices:
 """
 
 import dataclasses
-import re
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -52,10 +50,26 @@ POSITIONS = (*POSITION_TABLES, "rope", "t5_relative")
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
-    """Hyperparameters of ``Transformer``; see the task brief for each field's meaning.
+    """Hyperparameters of ``Transformer``; invalid values raise ``ValueError`` on creation.
 
-    ``head_dim=0`` means ``d_model // num_heads`` (see ``head_size``). ``dtype`` is the compute
-    dtype, ``param_dtype`` the storage dtype; logits are always float32.
+    Attributes:
+      src_vocab_size, tgt_vocab_size: vocabulary sizes (PAD_ID 0 included).
+      d_model, num_heads, mlp_dim: model width, attention heads, MLP hidden size.
+      head_dim: per-head size; 0 means ``d_model // num_heads`` (see ``head_size``).
+      encoder_layers, decoder_layers: stack depths.
+      activation: a key of ``ACTIVATIONS``; the ``*glu`` ones are gated (two input projections).
+      dropout, attention_dropout, activation_dropout: residual/embedding, attention-weight and
+        MLP-hidden dropout rates, active only with ``train=True``.
+      norm: "layernorm" or "rmsnorm". pre_norm: False gives post-LN (original / Marian).
+      position: "sinusoidal" | "learned" (tables of ``max_position`` rows added to the
+        embeddings), "rope" (rotary, self-attention only) or "t5_relative" (bias buckets:
+        ``relative_buckets``, ``relative_max_distance``; one table per stack).
+      share_embeddings: one table for source and target (equal vocab sizes required).
+      tie_output: logits use the target embedding transposed. scale_embeddings: multiply
+        embeddings by sqrt(d_model). final_logits_bias: learned logits bias (as in Marian).
+      scan_layers: ``nn.scan`` the stacks (False: Python loop, same maths).
+      remat_policy: a key of ``REMAT_POLICIES``.
+      dtype, param_dtype: compute and storage dtype names (``DTYPES``); logits are float32.
     """
 
     src_vocab_size: int
@@ -366,9 +380,8 @@ class Transformer(nn.Module):
 
     def _embed(self, embedding: nn.Embed, ids: Array) -> Array:
         x = embedding(ids)
-        return (
-            x * jnp.sqrt(self.config.d_model).astype(x.dtype) if self.config.scale_embeddings else x
-        )
+        scale = self.config.d_model**0.5 if self.config.scale_embeddings else 1.0
+        return x * jnp.asarray(scale, x.dtype)
 
     def _logits(self, y: Array) -> Array:
         cfg = self.config
@@ -464,50 +477,3 @@ class Transformer(nn.Module):
     def __call__(self, inputs: Array, decoder_inputs: Array, *, train: bool) -> Array:
         """Encode then decode: logits ``[batch, tgt_len, tgt_vocab]`` float32."""
         return self.decode(self.encode(inputs, train=train), decoder_inputs, train=train)
-
-
-_UNROLLED_KEY = re.compile(r"layers_(\d+)")
-
-
-def stack_layer_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Unrolled -> scanned layout: ``layers_0..layers_{n-1}`` become one ``layers`` subtree.
-
-    Args:
-      params: an unboxed parameter tree (any nesting, e.g. with or without ``{"params": ...}``).
-
-    Returns:
-      The same tree with each group of per-layer subtrees stacked along a new leading axis.
-    """
-    out: dict[str, Any] = {}
-    numbered = {int(m.group(1)): k for k in params if (m := _UNROLLED_KEY.fullmatch(k))}
-    if numbered:
-        if sorted(numbered) != list(range(len(numbered))):
-            raise ValueError(f"Layer keys must be layers_0..layers_N, got {sorted(numbered)}.")
-        per_layer = [params[numbered[i]] for i in range(len(numbered))]
-        out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
-    for key, value in params.items():
-        if key not in numbered.values():
-            out[key] = stack_layer_params(value) if isinstance(value, Mapping) else value
-    return out
-
-
-def unstack_layer_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Scanned -> unrolled layout: each ``layers`` subtree splits into ``layers_<i>``.
-
-    Args:
-      params: an unboxed parameter tree whose ``layers`` leaves have a leading layer axis.
-
-    Returns:
-      The same tree with per-layer subtrees ``layers_0..layers_{n-1}``.
-    """
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if key == "layers":
-            num = jax.tree.leaves(value)[0].shape[0]
-            for i in range(num):
-                out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], value)
-        elif isinstance(value, Mapping):
-            out[key] = unstack_layer_params(value)
-        else:
-            out[key] = value
-    return out

@@ -8,13 +8,17 @@ Conventions shared by every block here:
     hypotheses (beams) of one decoding step, each at its own position ``positions[b, i]`` with
     its own key/value buffer ``cache[...][b, i]``. Cross-attention needs no special case: the
     hypotheses are simply the queries, so encoder keys are shared by all beams without copies.
+  * Stacks: ``layer_stack`` builds a layer under ``nn.scan`` (params on a leading "layers"
+    axis) or unrolled (``layers_<i>``), ``apply_layers`` runs either, and
+    ``stack_layer_params`` / ``unstack_layer_params`` convert params between the layouts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
@@ -461,3 +465,50 @@ def apply_layers(
         outputs.append(y)
     stack = lambda axis, *ys: jax.tree.map(lambda *leaves: jnp.stack(leaves, axis), *ys)
     return x, jax.tree.map(stack, out_axes, *outputs)
+
+
+_UNROLLED_KEY = re.compile(r"layers_(\d+)")
+
+
+def stack_layer_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Unrolled -> scanned layout: ``layers_0..layers_{n-1}`` become one ``layers`` subtree.
+
+    Args:
+      params: an unboxed parameter tree (any nesting, e.g. with or without ``{"params": ...}``).
+
+    Returns:
+      The same tree with each group of per-layer subtrees stacked along a new leading axis.
+    """
+    out: dict[str, Any] = {}
+    numbered = {int(m.group(1)): k for k in params if (m := _UNROLLED_KEY.fullmatch(k))}
+    if numbered:
+        if sorted(numbered) != list(range(len(numbered))):
+            raise ValueError(f"Layer keys must be layers_0..layers_N, got {sorted(numbered)}.")
+        per_layer = [params[numbered[i]] for i in range(len(numbered))]
+        out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
+    for key, value in params.items():
+        if key not in numbered.values():
+            out[key] = stack_layer_params(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def unstack_layer_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Scanned -> unrolled layout: each ``layers`` subtree splits into ``layers_<i>``.
+
+    Args:
+      params: an unboxed parameter tree whose ``layers`` leaves have a leading layer axis.
+
+    Returns:
+      The same tree with per-layer subtrees ``layers_0..layers_{n-1}``.
+    """
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key == "layers":
+            num = jax.tree.leaves(value)[0].shape[0]
+            for i in range(num):
+                out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], value)
+        elif isinstance(value, Mapping):
+            out[key] = unstack_layer_params(value)
+        else:
+            out[key] = value
+    return out

@@ -53,7 +53,7 @@ def train_step(
         "loss": loss,
         "accuracy": correct / jnp.maximum(tokens, 1.0),
         "tokens": tokens,
-        "grad_norm": optax.global_norm(grads),
+        "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
     }
     new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
