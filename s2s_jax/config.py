@@ -102,6 +102,23 @@ def base_config() -> ml_collections.ConfigDict:
     k.every_steps = 500
     k.keep = 3
     k.async_save = True
+
+    c.parallel = p = ml_collections.ConfigDict()
+    # Mesh axis sizes; -1 means "all remaining devices". data * fsdp * tensor = device count.
+    p.data = -1
+    p.fsdp = 1
+    p.tensor = 1
+    p.grad_accum_steps = 1  # micro-batches per optimizer update (batch_size is the total)
+    # Multi-host: initialise jax.distributed (arguments fall back to the usual environment).
+    p.distributed = False
+    p.coordinator_address = ""
+    p.num_processes = 0
+    p.process_id = -1
+
+    c.profile = f = ml_collections.ConfigDict()
+    f.trace_steps = ()  # (start, stop): capture a jax.profiler trace of those steps
+    f.dump_hlo = False  # write the optimized HLO of the train step into the workdir
+    f.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 = known table or measured matmul
     c.lock()
     return c
 
