@@ -36,12 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--workdir", required=True)
-        p.add_argument("--decode", choices=("greedy", "beam"), help="decoding method")
+        p.add_argument("--decode", choices=("greedy", "beam", "sample"), help="decoding method")
         p.add_argument("--beam-size", type=int, help="beam width (implies --decode beam if > 1)")
         p.add_argument("--alpha", type=float, help="GNMT length penalty for beam search")
         if name == "decode":
             p.add_argument("--input", help="file with one source per line (default: stdin)")
             p.add_argument("--nbest", type=int, help="print the n best hypotheses per line")
+            p.add_argument("--temperature", type=float, help="sampling temperature")
+            p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+            p.add_argument("--top-p", type=float, help="sample from the top-p probability mass")
+            p.add_argument("--seed", type=int, help="sampling seed")
     return parser
 
 
@@ -63,11 +67,12 @@ def cmd_train(args, extra: list[str]) -> int:
 
 def _decode_overrides(args) -> dict:
     method = args.decode or ("beam" if (args.beam_size or 1) > 1 else None)
+    sampling = ("temperature", "top_k", "top_p", "seed")
     return {
         "method": method,
         "beam_size": args.beam_size,
         "alpha": args.alpha,
-        "nbest": getattr(args, "nbest", None),
+        **{k: getattr(args, k, None) for k in ("nbest", *sampling)},
     }
 
 

@@ -18,16 +18,20 @@ from s2s_jax.data.vocab import PAD_ID
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-    method: str = "greedy"  # greedy | beam
+    method: str = "greedy"  # greedy | beam | sample
     beam_size: int = 4
     alpha: float = 0.6
     nbest: int = 1
     max_length_ratio: float = 1.5
     max_length_offset: int = 5
+    temperature: float = 1.0  # sampling only
+    top_k: int = 0  # sampling only; 0 = off
+    top_p: float = 1.0  # sampling only; 1 = off
+    seed: int = 0  # sampling only
 
     def __post_init__(self):
-        if self.method not in ("greedy", "beam"):
-            raise ValueError(f"Unknown decode method {self.method!r}; valid: greedy, beam.")
+        if self.method not in METHODS:
+            raise ValueError(f"Unknown decode method {self.method!r}; valid: {', '.join(METHODS)}.")
         if self.nbest > (self.beam_size if self.method == "beam" else 1):
             raise ValueError(
                 f"nbest={self.nbest} needs beam search with beam_size >= nbest "
@@ -45,6 +49,27 @@ class DecodeConfig:
     def max_length(self, src_len: int) -> int:
         """Static decode budget for a batch whose padded source length is ``src_len``."""
         return int(math.ceil(self.max_length_ratio * src_len)) + self.max_length_offset
+
+
+def _beam(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
+    return decoding.beam_search(
+        tokens_to_logits, cache, beam_size=cfg.beam_size, max_length=max_length,
+        alpha=cfg.alpha, max_lengths=max_lengths, nbest=cfg.nbest,
+    )  # fmt: skip
+
+
+def _greedy(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
+    return decoding.greedy(tokens_to_logits, cache, max_length=max_length, max_lengths=max_lengths)
+
+
+def _sample(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
+    return decoding.sample(
+        tokens_to_logits, cache, rng=jax.random.key(cfg.seed), max_length=max_length,
+        temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_lengths=max_lengths,
+    )  # fmt: skip
+
+
+METHODS = {"greedy": _greedy, "beam": _beam, "sample": _sample}
 
 
 def _row_max_lengths(inputs: jax.Array, cfg: DecodeConfig, cap: int) -> jax.Array:
@@ -68,12 +93,7 @@ def generate(params: Any, inputs: jax.Array, *, model: nn.Module, cfg: DecodeCon
         return model.apply(variables, memory, ids, cache, method=model.decode_step)
 
     max_lengths = _row_max_lengths(inputs, cfg, max_length)
-    if cfg.method == "beam":
-        return decoding.beam_search(
-            tokens_to_logits, cache, beam_size=cfg.beam_size, max_length=max_length,
-            alpha=cfg.alpha, max_lengths=max_lengths, nbest=cfg.nbest,
-        )  # fmt: skip
-    return decoding.greedy(tokens_to_logits, cache, max_length=max_length, max_lengths=max_lengths)
+    return METHODS[cfg.method](tokens_to_logits, cache, cfg, max_length, max_lengths)
 
 
 def jit_generate(model: nn.Module, cfg: DecodeConfig):

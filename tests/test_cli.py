@@ -87,3 +87,14 @@ def test_restore_into_other_model_config_fails_clearly(workdir, capsys):
     assert "model.hidden_size" in err and "32" in err and "48" in err
     # The refused run must not overwrite the workdir's record of the trained config.
     assert json.loads((workdir / "config.json").read_text())["model"]["hidden_size"] == 32
+
+
+def test_decode_sampling_is_seeded(workdir, tmp_path, capsys):
+    source = tmp_path / "src.txt"
+    source.write_text("12345\n")
+    argv = ["decode", "--workdir", str(workdir), "--input", str(source), "--decode", "sample",
+            "--temperature", "1.5", "--seed", "7"]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first and first.strip()

@@ -70,7 +70,9 @@ def test_overrides_do_not_mutate_input():
 
 
 def test_experiment_files_load_and_variants(tmp_path):
-    for name in ("reverse_attention", "reverse_plain", "addition_bahdanau"):
+    names = ["reverse_attention", "reverse_plain", "addition_bahdanau", "reverse_transformer",
+             "addition_transformer"]  # fmt: skip
+    for name in names:
         full = load_experiment(f"experiments/{name}.py")
         tiny = load_experiment(f"experiments/{name}.py", "tiny")
         assert full.name == name and tiny.name == name + "_tiny"

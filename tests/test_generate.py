@@ -92,4 +92,17 @@ def test_decode_config_validation():
         DecodeConfig(method="greedy", nbest=2)
     with pytest.raises(ValueError, match="greedy, beam"):
         DecodeConfig(method="topk")
+    with pytest.raises(ValueError, match="greedy, beam, sample"):
+        DecodeConfig(method="nucleus")
     assert DecodeConfig(max_length_ratio=1.5, max_length_offset=5).max_length(10) == 20
+
+
+def test_sampling_top_k_one_equals_greedy_and_seed_repeats():
+    model, params = make("transformer")
+    greedy = generate(params, SOURCES, model=model, cfg=DecodeConfig(method="greedy"))
+    top1 = generate(params, SOURCES, model=model, cfg=DecodeConfig(method="sample", top_k=1))
+    np.testing.assert_array_equal(top1.sequences, greedy.sequences)
+    hot = DecodeConfig(method="sample", temperature=2.0, seed=3)
+    a = generate(params, SOURCES, model=model, cfg=hot)
+    b = generate(params, SOURCES, model=model, cfg=hot)
+    np.testing.assert_array_equal(a.sequences, b.sequences)
