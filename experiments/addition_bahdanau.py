@@ -5,7 +5,7 @@ Operands have 1-6 digits; the held-out sums are disjoint from training.
     s2s train --config experiments/addition_bahdanau.py --workdir runs/addition_bahdanau
 """
 
-from s2s_jax.config import base_config
+from s2s_jax.config import base_config, make_tiny
 
 
 def get_config(variant: str = ""):
@@ -26,16 +26,8 @@ def get_config(variant: str = ""):
     c.eval.every_steps = 1000
     c.checkpoint.every_steps = 1000
     if variant == "tiny":
-        c.name += "_tiny"
+        make_tiny(c, min_length=2, max_length=3)
         c.model.embed_dim, c.model.hidden_size = 16, 32
-        c.data.min_length, c.data.max_length = 2, 3
-        c.data.num_train, c.data.num_eval = 512, 64
-        c.data.batch_size = 16
-        c.train.num_steps = 20
-        c.train.log_every = 5
-        c.train.warmup_steps = 5
-        c.eval.every_steps, c.eval.batch_size, c.eval.max_examples = 10, 32, 64
-        c.checkpoint.every_steps = 10
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")
     return c

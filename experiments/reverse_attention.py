@@ -6,7 +6,7 @@ The built-in default of `s2s train`. Held-out strings of 5-20 digits; reaches >=
     s2s train --config experiments/reverse_attention.py:tiny --workdir /tmp/tiny   # seconds
 """
 
-from s2s_jax.config import base_config
+from s2s_jax.config import base_config, make_tiny
 
 
 def get_config(variant: str = ""):
@@ -28,20 +28,8 @@ def get_config(variant: str = ""):
     c.eval.every_steps = 500
     c.checkpoint.every_steps = 500
     if variant == "tiny":
-        _tiny(c)
+        make_tiny(c)
+        c.model.embed_dim, c.model.hidden_size = 16, 32
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")
     return c
-
-
-def _tiny(c):
-    c.name += "_tiny"
-    c.model.embed_dim, c.model.hidden_size = 16, 32
-    c.data.min_length, c.data.max_length = 3, 6
-    c.data.num_train, c.data.num_eval = 512, 64
-    c.data.batch_size = 16
-    c.train.num_steps = 20
-    c.train.log_every = 5
-    c.train.warmup_steps = 5
-    c.eval.every_steps, c.eval.batch_size, c.eval.max_examples = 10, 32, 64
-    c.checkpoint.every_steps = 10

@@ -6,7 +6,7 @@ Same data as experiments/reverse_attention.py (held-out strings of 5-20 digits).
     s2s evaluate --workdir runs/reverse_transformer --beam-size 4
 """
 
-from s2s_jax.config import base_config
+from s2s_jax.config import base_config, make_tiny
 
 
 def get_config(variant: str = ""):
@@ -29,18 +29,10 @@ def get_config(variant: str = ""):
     c.eval.every_steps = 500
     c.checkpoint.every_steps = 500
     if variant == "tiny":
-        c.name += "_tiny"
+        make_tiny(c)
         c.model.d_model, c.model.num_heads, c.model.mlp_dim = 16, 2, 32
         c.model.encoder_layers = c.model.decoder_layers = 1
-        c.data.min_length, c.data.max_length = 3, 6
-        c.data.num_train, c.data.num_eval = 512, 64
-        c.data.batch_size = 16
-        c.train.num_steps = 20
-        c.train.log_every = 5
-        c.train.warmup_steps = 5
         c.train.learning_rate = 3e-3
-        c.eval.every_steps, c.eval.batch_size, c.eval.max_examples = 10, 32, 64
-        c.checkpoint.every_steps = 10
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")
     return c

@@ -123,6 +123,21 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def make_tiny(config: ml_collections.ConfigDict, min_length: int = 3, max_length: int = 6):
+    """Shrinks data, schedule and evaluation in place so a run takes seconds (``:tiny`` variants).
+
+    Model sizes are the experiment's to shrink; this handles everything else.
+    """
+    config.name += "_tiny"
+    d, t, e = config.data, config.train, config.eval
+    d.min_length, d.max_length = min_length, max_length
+    d.num_train, d.num_eval, d.batch_size = 512, 64, 16
+    t.num_steps, t.log_every, t.warmup_steps = 20, 5, 5
+    e.every_steps, e.batch_size, e.max_examples = 10, 32, 64
+    config.checkpoint.every_steps = 10
+    return config
+
+
 def load_experiment(path: str | Path, variant: str = "") -> ml_collections.ConfigDict:
     """Loads ``get_config(variant)`` from an experiment file.
 

@@ -1,0 +1,48 @@
+"""Benchmark workload W1: 2+2-layer LSTM encoder-decoder with Luong "general" attention.
+
+The training step of /work/shared/bench/WORKLOADS.md W1: vocabularies of 8000 (source and
+target), embeddings 256, LSTM hidden 512 in both stacks, attentional hidden tanh(W [c; h]) of
+512 (no input feeding), Adam at a constant 1e-3, no clipping, batch 64, source and target length
+32. The vocabulary size comes from `--vocab-size` (synthetic random-token batches); the task data
+here only fixes the length (31 digits + EOS = 32, one bucket), so `s2s train` on this file runs
+the same shapes on the copy task with its 14-symbol vocabulary.
+
+    s2s profile --config experiments/bench_w1_lstm.py --workdir runs/bench_w1 --vocab-size 8000
+    s2s profile --config experiments/bench_w1_lstm.py:tiny --workdir /tmp/w1 --vocab-size 64
+"""
+
+from s2s_jax.config import base_config
+
+
+def get_config(variant: str = ""):
+    c = base_config()
+    c.name = "bench_w1_lstm"
+    c.model.family = "rnn"
+    c.model.cell = "lstm"
+    c.model.attention = "luong_general"
+    c.model.input_feeding = False
+    c.model.embed_dim, c.model.hidden_size = 256, 512
+    c.model.encoder_layers = c.model.decoder_layers = 2
+    c.model.dropout = 0.0
+    c.train.optimizer, c.train.learning_rate = "adam", 1e-3
+    c.train.schedule, c.train.warmup_steps, c.train.grad_clip_norm = "constant", 0, 0.0
+    _fixed_length_data(c, length=32, batch_size=64)
+    if variant == "tiny":
+        c.name += "_tiny"
+        c.model.embed_dim, c.model.hidden_size = 16, 32
+        _fixed_length_data(c, length=8, batch_size=8)
+    elif variant:
+        raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")
+    return c
+
+
+def _fixed_length_data(c, *, length: int, batch_size: int):
+    # Copy task with sources of exactly length - 1 digits: every batch is [batch_size, length].
+    c.data.task = "copy"
+    c.data.min_length = c.data.max_length = length - 1
+    c.data.buckets = (length,)
+    c.data.num_train, c.data.num_eval = 16 * batch_size, batch_size
+    c.data.batch_size = batch_size
+    c.train.num_steps = 200
+    c.eval.every_steps = c.checkpoint.every_steps = 100
+    c.eval.batch_size, c.eval.max_examples = batch_size, batch_size

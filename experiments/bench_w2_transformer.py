@@ -1,0 +1,53 @@
+"""Benchmark workload W2: 3+3-layer Transformer, post-LN as Marian (variant "preln": pre-LN).
+
+The training step of /work/shared/bench/WORKLOADS.md W2: d_model 256, 4 heads, FFN 1024 (ReLU),
+one vocabulary of 8000 shared by source, target and the tied output projection, sinusoidal
+positions up to 128, dropout 0.1, AdamW at a constant 1e-3 (weight decay 0.01 as torch's
+default), no clipping, batch 64, source and target length 32. The vocabulary size comes from `--vocab-size` (synthetic random-token
+batches); the task data here only fixes the length (31 digits + EOS = 32, one bucket).
+
+    s2s profile --config experiments/bench_w2_transformer.py --workdir runs/bench_w2 --vocab-size 8000
+    s2s profile --config experiments/bench_w2_transformer.py:preln --workdir runs/bench_w2_preln --vocab-size 8000
+    s2s profile --config experiments/bench_w2_transformer.py:tiny --workdir /tmp/w2 --vocab-size 64
+"""
+
+from s2s_jax.config import base_config
+
+VARIANTS = ("preln", "tiny", "tiny_preln")
+
+
+def get_config(variant: str = ""):
+    if variant and variant not in VARIANTS:
+        raise ValueError(
+            f"Unknown variant {variant!r}; this experiment has: {', '.join(VARIANTS)}."
+        )
+    c = base_config()
+    c.name = "bench_w2_transformer" + (f"_{variant}" if variant else "")
+    c.model.family = "transformer"
+    c.model.d_model, c.model.num_heads, c.model.mlp_dim = 256, 4, 1024
+    c.model.encoder_layers = c.model.decoder_layers = 3
+    c.model.activation = "relu"
+    c.model.pre_norm = "preln" in variant
+    c.model.position, c.model.max_position = "sinusoidal", 128
+    c.model.share_embeddings = c.model.tie_output = True
+    c.model.dropout = 0.1
+    c.train.optimizer, c.train.learning_rate, c.train.weight_decay = "adamw", 1e-3, 0.01
+    c.train.schedule, c.train.warmup_steps, c.train.grad_clip_norm = "constant", 0, 0.0
+    _fixed_length_data(c, length=32, batch_size=64)
+    if variant.startswith("tiny"):
+        c.model.d_model, c.model.num_heads, c.model.mlp_dim = 16, 2, 32
+        c.model.encoder_layers = c.model.decoder_layers = 2
+        _fixed_length_data(c, length=8, batch_size=8)
+    return c
+
+
+def _fixed_length_data(c, *, length: int, batch_size: int):
+    # Copy task with sources of exactly length - 1 digits: every batch is [batch_size, length].
+    c.data.task = "copy"
+    c.data.min_length = c.data.max_length = length - 1
+    c.data.buckets = (length,)
+    c.data.num_train, c.data.num_eval = 16 * batch_size, batch_size
+    c.data.batch_size = batch_size
+    c.train.num_steps = 200
+    c.eval.every_steps = c.checkpoint.every_steps = 100
+    c.eval.batch_size, c.eval.max_examples = batch_size, batch_size
