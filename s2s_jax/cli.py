@@ -46,7 +46,26 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
             p.add_argument("--top-p", type=float, help="sample from the top-p probability mass")
             p.add_argument("--seed", type=int, help="sampling seed")
+    build = sub.add_parser("build-data", help="build a project dataset (TFDS, array_record)")
+    build.add_argument("dataset", choices=sorted(DATASET_BUILDERS))
+    build.add_argument("--data-dir", required=True, help="TFDS data_dir to write into")
+    build.add_argument("--sword-path", help="SWORD module directory (bible)")
     return parser
+
+
+def _build_bible(args) -> int:
+    from s2s_jax.data import bible
+
+    argv = ["--data-dir", args.data_dir]
+    argv += ["--sword-path", args.sword_path] if args.sword_path else []
+    return bible.main(argv)
+
+
+DATASET_BUILDERS = {"bible": _build_bible}
+
+
+def cmd_build_data(args, extra: list[str]) -> int:
+    return DATASET_BUILDERS[args.dataset](args)
 
 
 def load_train_config(spec: str, overrides: list[str]):
@@ -100,7 +119,12 @@ def cmd_decode(args, extra: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "decode": cmd_decode}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "decode": cmd_decode,
+    "build-data": cmd_build_data,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,3 +98,11 @@ def test_decode_sampling_is_seeded(workdir, tmp_path, capsys):
     first = capsys.readouterr().out
     assert main(argv) == 0
     assert capsys.readouterr().out == first and first.strip()
+
+
+def test_build_data_bible_without_modules_says_what_to_install(tmp_path, capsys):
+    argv = ["build-data", "bible", "--data-dir", str(tmp_path / "tfds"),
+            "--sword-path", str(tmp_path / "no-sword")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "apt-get install sword-text-sparv sword-text-web" in err and "Traceback" not in err
