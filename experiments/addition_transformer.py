@@ -20,6 +20,6 @@ def get_config(variant: str = ""):
     c.data.min_length, c.data.max_length = (2, 3) if variant == "tiny" else (1, 6)
     c.data.num_train = 512 if variant == "tiny" else 50000
     if not variant:
-        c.train.num_steps = 4000
-        c.eval.every_steps = c.checkpoint.every_steps = 1000
+        c.train.num_steps = 12000  # 4000 steps reach ~92% exact match; 12000 reach 99.7%
+        c.eval.every_steps = c.checkpoint.every_steps = 2000
     return c

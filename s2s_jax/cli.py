@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -128,6 +129,8 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Orbax reports routine events (e.g. opening a read-only checkpoint) as absl warnings.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     args, extra = _parser().parse_known_args(argv)
     if extra and args.command != "train":
         print(f"s2s {args.command}: unrecognised arguments {' '.join(extra)}", file=sys.stderr)
