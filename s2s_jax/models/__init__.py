@@ -3,11 +3,13 @@
 Every model family is a linen module exposing the same methods, so training, evaluation and
 decoding never branch on the family:
 
-    encode(inputs, *, train) -> encoded
+    encode(inputs, *, train, inputs_segmentation=None, inputs_position=None) -> encoded
         inputs:  [batch, src_len] int32, PAD_ID (0) is padding.
         encoded: pytree whose leaves have a leading batch dim (e.g. outputs, source mask).
+        inputs_segmentation, inputs_position: see "Packed batches" below.
 
-    decode(encoded, decoder_inputs, *, train, return_attention=False) -> logits
+    decode(encoded, decoder_inputs, *, train, targets_segmentation=None,
+           targets_position=None, return_attention=False) -> logits
         decoder_inputs: [batch, tgt_len] int32 (targets shifted right, BOS first).
         logits: [batch, tgt_len, tgt_vocab] float32. With return_attention=True returns
         (logits, attention) where attention is [batch, tgt_len, src_len] (averaged over heads
@@ -27,7 +29,20 @@ decoding never branch on the family:
         Always deterministic (no dropout). Stepping through a sequence gives the same logits as
         `decode` on the whole prefix.
 
-    __call__(inputs, decoder_inputs, *, train) -> logits   (encode then decode)
+    __call__(inputs, decoder_inputs, *, train, inputs_segmentation=None,
+             targets_segmentation=None, inputs_position=None, targets_position=None) -> logits
+        encode then decode.
+
+Packed batches (``s2s_jax.data.packing``): several examples share a row.
+    *_segmentation: [batch, len] int32, 1, 2, ... per example, 0 on padding. Give both
+        (inputs_segmentation to encode, targets_segmentation to decode) or neither.
+    *_position: [batch, len] int32, restarting at 0 per segment (defaults: derived from the
+        segmentation when packed, else 0..len-1).
+    Decoder inputs restart with BOS per segment (``data.packing.shift_right_packed``). A packed
+    example gets the same logits as the example alone in an unpacked row: no attention crosses
+    segments. With no packing arguments the behaviour is the unpacked one. Transformers support
+    packing; RNN models raise ValueError (a recurrent state would flow across examples).
+    init_decode / decode_step never pack (a packed ``encoded`` is rejected).
 
 Parameters and activations carry logical axis names (see ``s2s_jax/parallel``):
 "batch", "length", "embed", "hidden", "mlp", "heads", "kv", "vocab", "layers".

@@ -7,7 +7,8 @@ Four kinds, used at different places of the model:
   * T5 relative position bias added to self-attention logits (``RelativePositionBias``).
 
 Positions are integer arrays ``[batch or 1, length]`` so the same code serves a whole sequence
-(``arange``) and one decoding step (each hypothesis at its own position).
+(``arange``), a packed row (restarting at 0 per segment, ``segment_positions``) and one decoding
+step (each hypothesis at its own position).
 """
 
 from collections.abc import Callable
@@ -68,6 +69,25 @@ def apply_rope(x: Array, positions: Array) -> Array:
     first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
     return rotated.astype(x.dtype)
+
+
+def segment_positions(segmentation: Array) -> Array:
+    """Positions within each segment of packed rows, as ``data.packing.pack_examples`` makes them.
+
+    Args:
+      segmentation: ``[batch, length]`` int segment ids, 1, 2, ... per example, 0 on padding;
+        each segment is one contiguous run.
+
+    Returns:
+      ``[batch, length]`` int32: 0, 1, 2, ... restarting where the segment id changes, 0 on
+      padding.
+    """
+    index = jnp.arange(segmentation.shape[1], dtype=jnp.int32)[None]
+    previous = jnp.pad(segmentation, ((0, 0), (1, 0)))[:, :-1]
+    starts = jnp.where(segmentation != previous, index, 0)
+    # The running maximum of the start indices is the start of the current segment.
+    first = jax.lax.cummax(starts, axis=1)
+    return jnp.where(segmentation == 0, 0, index - first).astype(jnp.int32)
 
 
 def _sinusoidal(module: "AbsolutePositionEmbedding") -> Array:

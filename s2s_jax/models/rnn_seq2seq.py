@@ -107,6 +107,19 @@ class RNNConfig:
         return DTYPES[self.param_dtype]
 
 
+def reject_packing(**packing: Array | None) -> None:
+    """Raises if any packing array (segment ids or positions) is given to an RNN model.
+
+    A recurrent state would carry one example into the next within a packed row.
+    """
+    given = [name for name, value in packing.items() if value is not None]
+    if given:
+        raise ValueError(
+            f"RNNSeq2Seq got {', '.join(given)}, but packing is supported by the Transformer "
+            "family only; use length buckets (data.pack_length=0) for RNN models."
+        )
+
+
 def _check_choice(field: str, value: str, registry: dict[str, Any]) -> None:
     if value not in registry:
         raise ValueError(f"Unknown {field} {value!r}; valid names are {sorted(registry)}.")
@@ -312,17 +325,27 @@ class RNNSeq2Seq(nn.Module):
         self.output_dropout = nn.Dropout(cfg.dropout)
         self.output_proj = logical_dense(cfg.tgt_vocab_size, ("hidden", "vocab"), **kw)
 
-    def encode(self, inputs: Array, *, train: bool) -> Encoded:
+    def encode(
+        self,
+        inputs: Array,
+        *,
+        train: bool,
+        inputs_segmentation: Array | None = None,
+        inputs_position: Array | None = None,
+    ) -> Encoded:
         """Encodes a source batch.
 
         Args:
           inputs: ``[batch, src_len]`` int32, PAD_ID is padding.
           train: enables dropout.
+          inputs_segmentation, inputs_position: must be None (packing is Transformer-only;
+            present so every family shares the interface).
 
         Returns:
           ``{"outputs": [batch, src_len, dirs*hidden] (zero at PAD), "mask": [batch, src_len]
           bool, "final": per-layer carries with leaves [batch, dirs*hidden]}``.
         """
+        reject_packing(inputs_segmentation=inputs_segmentation, inputs_position=inputs_position)
         mask = inputs != PAD_ID
         outputs, finals = self.encoder(self.src_embed(inputs), mask, train=train)
         return {"outputs": outputs, "mask": mask, "final": finals}
@@ -333,6 +356,8 @@ class RNNSeq2Seq(nn.Module):
         decoder_inputs: Array,
         *,
         train: bool,
+        targets_segmentation: Array | None = None,
+        targets_position: Array | None = None,
         return_attention: bool = False,
     ) -> Array | tuple[Array, Array]:
         """Teacher-forced decoding.
@@ -341,12 +366,14 @@ class RNNSeq2Seq(nn.Module):
           encoded: the output of ``encode``.
           decoder_inputs: ``[batch, tgt_len]`` int32, targets shifted right (BOS first).
           train: enables dropout.
+          targets_segmentation, targets_position: must be None (see ``encode``).
           return_attention: also return the attention weights.
 
         Returns:
           logits ``[batch, tgt_len, tgt_vocab]`` float32, and with return_attention the weights
           ``[batch, tgt_len, src_len]`` (zeros for attention="none").
         """
+        reject_packing(targets_segmentation=targets_segmentation, targets_position=targets_position)
         memory = self.step.prepare(encoded)
         cache = self.step.init_cache(self._initial_carry(encoded))
         inputs = self.tgt_embed(decoder_inputs)[:, :, None, :]  # beam dim 1
@@ -378,8 +405,27 @@ class RNNSeq2Seq(nn.Module):
         cache, (features, _) = self.step(cache, self.tgt_embed(ids), memory, train=False)
         return self._logits(features, train=False), cache
 
-    def __call__(self, inputs: Array, decoder_inputs: Array, *, train: bool) -> Array:
-        """``decode(encode(inputs), decoder_inputs)``: logits ``[batch, tgt_len, vocab]``."""
+    def __call__(
+        self,
+        inputs: Array,
+        decoder_inputs: Array,
+        *,
+        train: bool,
+        inputs_segmentation: Array | None = None,
+        targets_segmentation: Array | None = None,
+        inputs_position: Array | None = None,
+        targets_position: Array | None = None,
+    ) -> Array:
+        """``decode(encode(inputs), decoder_inputs)``: logits ``[batch, tgt_len, vocab]``.
+
+        The packing arguments must be None (see ``encode``).
+        """
+        reject_packing(
+            inputs_segmentation=inputs_segmentation,
+            targets_segmentation=targets_segmentation,
+            inputs_position=inputs_position,
+            targets_position=targets_position,
+        )
         return self.decode(self.encode(inputs, train=train), decoder_inputs, train=train)
 
     def _initial_carry(self, encoded: Encoded) -> tuple[Carry, ...]:

@@ -7,6 +7,10 @@ Implements the model interface of ``s2s_jax.models``. Layout choices:
   * The cross-attention key/value projections of all decoder layers are one parameter
     ``[embed, layers, heads, head_dim]`` on the decoder, so ``init_decode`` computes every
     layer's encoder keys in one einsum and ``decode`` shares the code path with ``decode_step``.
+  * Packed batches (``data.packing``): segment ids keep every attention within its example
+    (encoder self-attention, causal decoder self-attention, cross-attention), and positions
+    restart per segment for the absolute tables, RoPE and the T5 bias. Without segment ids the
+    model sees one example per row (positions ``0..length-1``, padding masks only).
   * Step-by-step state: memory leaves ``[batch, ...]`` (never tiled per beam); cache leaves
     ``[batch, beam, ...]`` holding self-attention buffers ``[b, beam, layers, max_length,
     heads, head_dim]`` and the position counter ``[b, beam]`` int32.
@@ -24,6 +28,7 @@ from s2s_jax.models.positions import (
     POSITION_TABLES,
     AbsolutePositionEmbedding,
     RelativePositionBias,
+    segment_positions,
 )
 from s2s_jax.models.transformer_layers import (
     ACTIVATIONS,
@@ -31,7 +36,6 @@ from s2s_jax.models.transformer_layers import (
     DECODER_OUT_AXES,
     DTYPES,
     ENCODER_IN_AXES,
-    NEG_INF,
     NORMS,
     REMAT_POLICIES,
     DecoderLayer,
@@ -39,7 +43,9 @@ from s2s_jax.models.transformer_layers import (
     apply_layers,
     layer_stack,
     make_norm,
+    mask_bias,
     projection,
+    segment_mask,
 )
 
 Array = jax.Array
@@ -186,6 +192,49 @@ def check_length(config: TransformerConfig, length: int, what: str) -> None:
         )
 
 
+def resolve_positions(
+    ids: Array, segmentation: Array | None, positions: Array | None, side: str
+) -> Array:
+    """Positions of one side of a batch, checking the packing arrays against the tokens.
+
+    Args:
+      ids: ``[batch, length]`` int token ids.
+      segmentation: None or ``[batch, length]`` int segment ids (0 = padding).
+      positions: None or ``[batch, length]`` int positions.
+      side: "inputs" or "targets", for error messages.
+
+    Returns:
+      ``positions`` if given; else the within-segment positions of ``segmentation``; else
+      ``arange(length)`` as ``[1, length]`` (the unpacked behaviour).
+    """
+    for name, array in ((f"{side}_segmentation", segmentation), (f"{side}_position", positions)):
+        if array is not None and array.shape != ids.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(array.shape)} but {side} has {tuple(ids.shape)}: "
+                "packed batches give every array of a side the same [batch, length] shape."
+            )
+    if positions is not None:
+        return positions
+    if segmentation is not None:
+        return segment_positions(segmentation)
+    return jnp.arange(ids.shape[1])[None]
+
+
+def _segmentation_pair(
+    encoded: dict[str, Array], targets_segmentation: Array | None
+) -> tuple[Array, Array] | None:
+    """(target, source) segment ids of a packed batch, None for an unpacked one."""
+    packed_source = "segmentation" in encoded
+    if packed_source == (targets_segmentation is None):
+        given, source = ("no ", "with") if packed_source else ("", "without")
+        raise ValueError(
+            f"decode got {given}targets_segmentation for a source encoded {source} "
+            "inputs_segmentation: a packed batch passes both segmentations, an unpacked one "
+            "neither (attention could otherwise cross examples)."
+        )
+    return (targets_segmentation, encoded["segmentation"]) if packed_source else None
+
+
 def _absolute_positions(config: TransformerConfig) -> nn.Module | None:
     if config.position not in POSITION_TABLES:
         return None
@@ -237,13 +286,28 @@ class Encoder(_Stack):
         self.layers = layer_stack(cfg, EncoderLayer, cfg.encoder_layers, ENCODER_IN_AXES, 0)
         self.final_norm = make_norm(cfg) if cfg.pre_norm else None
 
-    def __call__(self, x: Array, mask: Array, deterministic: bool) -> Array:
-        """Args: x ``[batch, src_len, embed]``; mask ``[batch, src_len]`` bool (True = token).
+    def __call__(
+        self,
+        x: Array,
+        mask: Array,
+        positions: Array,
+        segmentation: Array | None,
+        deterministic: bool,
+    ) -> Array:
+        """Args:
+          x: ``[batch, src_len, embed]`` embedded source tokens.
+          mask: ``[batch, src_len]`` bool (True = token).
+          positions: ``[batch or 1, src_len]`` int.
+          segmentation: None, or ``[batch, src_len]`` int segment ids of a packed batch
+            (attention then stays within a segment).
+          deterministic: disables dropout.
 
         Returns: ``[batch, src_len, embed]``.
         """
-        positions = jnp.arange(x.shape[1])[None]
-        bias = jnp.where(mask, 0.0, NEG_INF)[:, None, None, :]
+        allowed = mask[:, None, :]  # [batch, 1, keys]
+        if segmentation is not None:
+            allowed = allowed & segment_mask(segmentation, segmentation)
+        bias = mask_bias(allowed)
         if self.relative_bias is not None:
             bias = bias + self.relative_bias(positions, positions)
         x = self._prepare(x, positions, deterministic)
@@ -282,20 +346,43 @@ class Decoder(_Stack):
         return keys, values
 
     def __call__(
-        self, y: Array, keys: Array, values: Array, src_mask: Array, deterministic: bool
+        self,
+        y: Array,
+        keys: Array,
+        values: Array,
+        src_mask: Array,
+        positions: Array,
+        segmentation: tuple[Array, Array] | None,
+        deterministic: bool,
     ) -> tuple[Array, Array]:
         """Args:
           y: ``[batch, tgt_len, embed]`` embedded decoder inputs.
           keys, values: from ``memory_kv``.
           src_mask: ``[batch, src_len]`` bool.
+          positions: ``[batch or 1, tgt_len]`` int.
+          segmentation: None, or the packed batch's (target ``[batch, tgt_len]``, source
+            ``[batch, src_len]``) segment ids; attention then stays within a segment.
           deterministic: disables dropout.
 
         Returns:
           ``([batch, tgt_len, embed], last layer's cross-attention [batch, tgt_len, src_len])``.
         """
-        positions = jnp.arange(y.shape[1])[None]
+        # Causality follows the row index: within a segment it orders tokens as positions do,
+        # and segments never see each other anyway.
+        index = jnp.arange(y.shape[1])[None]
+        self_allowed = index[:, None, :] <= index[:, :, None]  # [1, queries, keys]
+        cross_allowed = src_mask[:, None, :]  # [batch, 1, src_len]
+        if segmentation is not None:
+            tgt_segmentation, src_segmentation = segmentation
+            self_allowed = self_allowed & segment_mask(tgt_segmentation, tgt_segmentation)
+            cross_allowed = cross_allowed & segment_mask(tgt_segmentation, src_segmentation)
         y, (_, weights) = self._run(
-            y, positions, positions, (keys, values), src_mask, None, deterministic
+            y,
+            (positions, positions),
+            (self_allowed, cross_allowed),
+            (keys, values),
+            None,
+            deterministic,
         )
         return y, weights[-1]
 
@@ -315,15 +402,23 @@ class Decoder(_Stack):
           ``([batch, beam, embed], updated cache)``.
         """
         slots = jnp.arange(cache["keys"].shape[3])[None]
-        y, (cache, _) = self._run(y, index, slots, (keys, values), src_mask, cache, True)
+        causal = slots[:, None, :] <= index[:, :, None]  # [batch, beam, slots]
+        y, (cache, _) = self._run(
+            y, (index, slots), (causal, src_mask[:, None, :]), (keys, values), cache, True
+        )
         return y, cache
 
-    def _run(self, y, query_positions, key_positions, cross_kv, src_mask, cache, deterministic):
-        causal = key_positions[:, None, None, :] <= query_positions[:, None, :, None]
-        self_bias = jnp.where(causal, 0.0, NEG_INF)  # [b or 1, 1, queries, keys]
+    def _run(self, y, positions, allowed, cross_kv, cache, deterministic):
+        """Shared by whole sequences and steps.
+
+        ``positions`` is (queries ``[b or 1, q]``, self-attention keys ``[b or 1, k]``) and
+        ``allowed`` the boolean (self, cross) masks ``[b or 1, q or 1, keys]``.
+        """
+        query_positions, key_positions = positions
+        self_bias = mask_bias(allowed[0])  # [b or 1, 1, queries, keys]
         if self.relative_bias is not None:
             self_bias = self_bias + self.relative_bias(query_positions, key_positions)
-        cross_bias = jnp.where(src_mask, 0.0, NEG_INF)[:, None, None, :]
+        cross_bias = mask_bias(allowed[1])
         y = self._prepare(y, query_positions, deterministic)
         y, outputs = apply_layers(
             self.layers,
@@ -391,15 +486,35 @@ class Transformer(nn.Module):
             logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
-    def encode(self, inputs: Array, *, train: bool) -> dict[str, Array]:
-        """Args: inputs ``[batch, src_len]`` int32, PAD_ID padding.
+    def encode(
+        self,
+        inputs: Array,
+        *,
+        train: bool,
+        inputs_segmentation: Array | None = None,
+        inputs_position: Array | None = None,
+    ) -> dict[str, Array]:
+        """Args:
+          inputs: ``[batch, src_len]`` int32, PAD_ID padding.
+          train: enables dropout (needs a "dropout" rng).
+          inputs_segmentation: None, or ``[batch, src_len]`` int segment ids of a packed batch
+            (1, 2, ... per example, 0 on padding); self-attention stays within a segment.
+          inputs_position: None, or ``[batch, src_len]`` int positions (restarting at 0 per
+            segment). Defaults: within-segment positions when packed, else 0..src_len-1.
 
-        Returns: ``{"outputs": [batch, src_len, embed], "mask": [batch, src_len] bool}``.
+        Returns:
+          ``{"outputs": [batch, src_len, embed], "mask": [batch, src_len] bool}``, plus
+          ``"segmentation"`` (``inputs_segmentation``) when packed.
         """
         check_length(self.config, inputs.shape[1], "The source")
+        positions = resolve_positions(inputs, inputs_segmentation, inputs_position, "inputs")
         mask = inputs != PAD_ID
         x = self._embed(self.source_embedding, inputs)
-        return {"outputs": self.encoder(x, mask, not train), "mask": mask}
+        outputs = self.encoder(x, mask, positions, inputs_segmentation, not train)
+        encoded = {"outputs": outputs, "mask": mask}
+        if inputs_segmentation is not None:
+            encoded["segmentation"] = inputs_segmentation
+        return encoded
 
     def decode(
         self,
@@ -407,12 +522,20 @@ class Transformer(nn.Module):
         decoder_inputs: Array,
         *,
         train: bool,
+        targets_segmentation: Array | None = None,
+        targets_position: Array | None = None,
         return_attention: bool = False,
     ) -> Array | tuple[Array, Array]:
         """Args:
           encoded: from ``encode``.
-          decoder_inputs: ``[batch, tgt_len]`` int32, BOS first.
+          decoder_inputs: ``[batch, tgt_len]`` int32, BOS first (BOS first in every segment
+            when packed, see ``data.packing.shift_right_packed``).
           train: enables dropout (needs a "dropout" rng).
+          targets_segmentation: None, or ``[batch, tgt_len]`` int segment ids; given exactly
+            when ``encode`` got ``inputs_segmentation``. Self-attention is then causal within a
+            segment and cross-attention sees only the source tokens of the same segment.
+          targets_position: None, or ``[batch, tgt_len]`` int positions (defaults as in
+            ``encode``).
           return_attention: also return the last layer's cross-attention, head-averaged.
 
         Returns:
@@ -420,9 +543,15 @@ class Transformer(nn.Module):
           weights ``[batch, tgt_len, src_len]``.
         """
         check_length(self.config, decoder_inputs.shape[1], "The target")
+        segmentation = _segmentation_pair(encoded, targets_segmentation)
+        positions = resolve_positions(
+            decoder_inputs, targets_segmentation, targets_position, "targets"
+        )
         keys, values = self.decoder.memory_kv(encoded["outputs"])
         y = self._embed(self.target_embedding, decoder_inputs)
-        y, attention = self.decoder(y, keys, values, encoded["mask"], not train)
+        y, attention = self.decoder(
+            y, keys, values, encoded["mask"], positions, segmentation, not train
+        )
         logits = self._logits(y)
         return (logits, attention) if return_attention else logits
 
@@ -443,6 +572,11 @@ class Transformer(nn.Module):
         """
         cfg = self.config
         check_length(cfg, max_length, "Decoding (max_length)")
+        if "segmentation" in encoded:
+            raise ValueError(
+                "init_decode got a packed source (encoded with inputs_segmentation): step-by-step "
+                "decoding works on unpacked batches, so encode the sources without packing."
+            )
         keys, values = self.decoder.memory_kv(encoded["outputs"])
         memory = {**encoded, "keys": keys, "values": values}
         batch = encoded["mask"].shape[0]
@@ -474,6 +608,32 @@ class Transformer(nn.Module):
         )
         return self._logits(y), {**buffers, "index": cache["index"] + 1}
 
-    def __call__(self, inputs: Array, decoder_inputs: Array, *, train: bool) -> Array:
-        """Encode then decode: logits ``[batch, tgt_len, tgt_vocab]`` float32."""
-        return self.decode(self.encode(inputs, train=train), decoder_inputs, train=train)
+    def __call__(
+        self,
+        inputs: Array,
+        decoder_inputs: Array,
+        *,
+        train: bool,
+        inputs_segmentation: Array | None = None,
+        targets_segmentation: Array | None = None,
+        inputs_position: Array | None = None,
+        targets_position: Array | None = None,
+    ) -> Array:
+        """Encode then decode: logits ``[batch, tgt_len, tgt_vocab]`` float32.
+
+        The packing arguments (``[batch, src_len]`` / ``[batch, tgt_len]`` int) are those of
+        ``encode`` and ``decode``; give both segmentations for a packed batch, or neither.
+        """
+        encoded = self.encode(
+            inputs,
+            train=train,
+            inputs_segmentation=inputs_segmentation,
+            inputs_position=inputs_position,
+        )
+        return self.decode(
+            encoded,
+            decoder_inputs,
+            train=train,
+            targets_segmentation=targets_segmentation,
+            targets_position=targets_position,
+        )

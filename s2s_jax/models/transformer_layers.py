@@ -3,7 +3,8 @@
 Conventions shared by every block here:
   * Attention ``bias`` is an additive float32 array broadcastable to
     ``[batch, heads, queries, keys]``: masks (``NEG_INF``) and relative position biases are
-    summed into it once per stack by the caller, so layers never build masks themselves.
+    summed into it once per stack by the caller, so layers never build masks themselves
+    (``mask_bias`` turns boolean masks into it; ``segment_mask`` is the packed-batch mask).
   * Step mode (a ``cache`` is given): the ``length`` axis of the input holds independent
     hypotheses (beams) of one decoding step, each at its own position ``positions[b, i]`` with
     its own key/value buffer ``cache[...][b, i]``. Cross-attention needs no special case: the
@@ -140,6 +141,33 @@ def merge_heads(config: TransformerConfig, name: str | None = None) -> nn.DenseG
     )
 
 
+def segment_mask(query_segmentation: Array, key_segmentation: Array) -> Array:
+    """Which keys each query may see in a packed batch: those of its own non-zero segment.
+
+    Args:
+      query_segmentation: ``[batch, q_len]`` int, segment ids 1, 2, ... and 0 on padding.
+      key_segmentation: ``[batch, k_len]`` int, same convention.
+
+    Returns:
+      ``[batch, q_len, k_len]`` bool. A padding query (segment 0) sees no key; its output is
+      discarded, and ``NEG_INF`` keeps its fully masked row finite.
+    """
+    same = query_segmentation[:, :, None] == key_segmentation[:, None, :]
+    return same & (key_segmentation[:, None, :] != 0)
+
+
+def mask_bias(allowed: Array) -> Array:
+    """Boolean attention mask to the additive bias layers take.
+
+    Args:
+      allowed: ``[batch or 1, q_len or 1, k_len]`` bool, True where a query may attend.
+
+    Returns:
+      ``[batch or 1, 1, q_len or 1, k_len]`` float32: 0 where allowed, ``NEG_INF`` elsewhere.
+    """
+    return jnp.where(allowed, 0.0, NEG_INF)[:, None]
+
+
 def attention_weights(query: Array, key: Array, bias: Array) -> Array:
     """Scaled dot-product attention weights.
 
@@ -252,7 +280,8 @@ class CrossAttention(nn.Module):
         """Args:
           x: ``[batch, q_len, embed]`` decoder states (or beams of one step).
           keys: ``[batch, src_len, heads, head_dim]``; values likewise.
-          bias: additive, broadcastable to ``[batch, heads, q_len, src_len]`` (source padding).
+          bias: additive, broadcastable to ``[batch, heads, q_len, src_len]`` (source padding
+            and, when packed, segments).
           deterministic: disables attention dropout.
 
         Returns:
@@ -315,8 +344,9 @@ class EncoderLayer(nn.Module):
         """Args:
           x: ``[batch, src_len, embed]``.
           deterministic: disables dropout.
-          bias: ``[batch or 1, heads or 1, src_len, src_len]`` padding mask + relative bias.
-          positions: ``[1, src_len]`` int (rotary angles).
+          bias: ``[batch or 1, heads or 1, src_len or 1, src_len]`` padding (and, when packed,
+            segment) mask + relative bias.
+          positions: ``[batch or 1, src_len]`` int (rotary angles).
 
         Returns:
           ``([batch, src_len, embed], None)``.
@@ -356,10 +386,12 @@ class DecoderLayer(nn.Module):
         """Args:
           x: ``[batch, length, embed]`` (in step mode ``length`` is the beam).
           deterministic: disables dropout.
-          self_bias: broadcastable to ``[batch, heads, length, keys]``, causal mask + bias.
+          self_bias: broadcastable to ``[batch, heads, length, keys]``, causal (and, when
+            packed, segment) mask + relative bias.
           positions: ``[batch or 1, length]`` int, see ``SelfAttention``.
           cross_kv: this layer's encoder keys and values, ``[batch, src_len, heads, head_dim]``.
-          cross_bias: ``[batch, 1, 1, src_len]`` source padding mask.
+          cross_bias: ``[batch, 1, 1 or length, src_len]`` source padding (and, when packed,
+            segment) mask.
           cache: None or this layer's buffers, see ``SelfAttention``.
 
         Returns:
