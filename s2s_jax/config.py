@@ -73,7 +73,20 @@ def base_config() -> ml_collections.ConfigDict:
     d.num_train = 20000
     d.num_eval = 1000
     d.batch_size = 64
-    d.buckets = ()  # length boundaries; () picks them from max_length
+    d.buckets = ()  # length boundaries; () picks them from max_length / max_tokens
+    # Real data (data.source="tfds"): any TFDS translation dataset, SentencePiece tokens.
+    d.source = "task"  # task (synthetic, character vocabulary) | tfds
+    d.tfds_name = "bible_es_en"  # e.g. wmt14_translate/de-en, ted_hrlr_translate/pt_to_en
+    d.tfds_data_dir = ""  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    d.src_lang = "es"
+    d.tgt_lang = "en"
+    d.train_split = "train"
+    d.eval_split = "validation"
+    d.vocab_size = 8000  # SentencePiece ids per vocabulary, specials included
+    d.spm_model_type = "unigram"  # unigram | bpe
+    d.shared_vocab = True
+    d.max_tokens = 64  # training pairs longer than this (tokens incl. EOS) are dropped
+    d.pack_length = 0  # > 0: pack examples into rows of this length (Transformer only)
 
     c.train = t = ml_collections.ConfigDict()
     t.num_steps = 2000

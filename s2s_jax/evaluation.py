@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from s2s_jax.data.vocab import CharVocab
+from s2s_jax.data.vocab import Tokenizer
+from s2s_jax.text_metrics import corpus_scores
 
 
 @dataclasses.dataclass
@@ -17,6 +18,7 @@ class EvalResult:
     metrics: dict[str, float]  # loss, token_accuracy, exact_match, exact_match/len_a-b, ...
     hypotheses: list[str]  # best decode per example, in eval-split order
     by_length: dict[str, tuple[float, int]]  # "a-b" -> (exact match, count), by source length
+    signatures: dict[str, str] = dataclasses.field(default_factory=dict)  # sacrebleu signatures
 
 
 def length_bins(lengths: Sequence[int], num_bins: int = 4) -> list[tuple[int, int]]:
@@ -45,7 +47,8 @@ def evaluate(
     *,
     eval_step: Callable,
     generate: Callable,
-    tgt_vocab: CharVocab,
+    tgt_vocab: Tokenizer,
+    text_metrics: bool = False,
 ) -> EvalResult:
     """Runs teacher-forced scoring and decoding over fixed-shape eval batches.
 
@@ -54,6 +57,7 @@ def evaluate(
       pairs: (source, reference) strings of the split.
       eval_step: jitted ``(params, batch) -> {loss_sum, correct, tokens}``.
       generate: jitted ``(params, inputs) -> DecodeResult``.
+      text_metrics: also score the detokenized hypotheses with sacrebleu (BLEU, chrF, TER).
     """
     totals = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
     hypotheses = [""] * len(pairs)
@@ -73,7 +77,12 @@ def evaluate(
         "exact_match": float(np.mean(correct)),
     }
     metrics.update({f"exact_match/len_{k}": v for k, (v, _) in by_length.items()})
-    return EvalResult(metrics, hypotheses, by_length)
+    signatures = {}
+    if text_metrics:
+        scores = corpus_scores(hypotheses, [ref for _, ref in pairs])
+        metrics.update({k: scores[k] for k in ("bleu", "chrf", "ter")})
+        signatures = {k: v for k, v in scores.items() if k.endswith("_signature")}
+    return EvalResult(metrics, hypotheses, by_length, signatures)
 
 
 def format_examples(pairs: Sequence[tuple[str, str]], hypotheses: Sequence[str], n: int) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.components import Components, build, load_workdir_config
 from s2s_jax.data.batching import encode_pairs, eval_batches
-from s2s_jax.data.vocab import CharVocab, VocabError
+from s2s_jax.data.vocab import VocabError
 from s2s_jax.evaluation import EvalResult, evaluate, format_by_length
 from s2s_jax.generate import jit_generate
 from s2s_jax.training.step import jit_eval_step
@@ -63,27 +63,27 @@ class Translator:
 
     @property
     def max_source_length(self) -> int:
-        return max(self.components.data.buckets) - 1  # one position is EOS
+        """Most source tokens per line (its largest length bucket, less one for EOS)."""
+        return max(self.components.data.buckets) - 1
 
     def validate(self, lines: Sequence[str]) -> None:
         """Raises ValueError listing every bad line (empty, unknown characters, too long)."""
-        vocab: CharVocab = self.components.data.src_vocab
-        problems = []
+        vocab = self.components.data.src_vocab
+        problems = [] if lines else ["no input lines"]
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 problems.append(f"line {number}: empty input")
                 continue
             try:
-                vocab.encode(line)
+                length = len(vocab.encode(line))
             except VocabError as e:
                 problems.append(f"line {number}: {e}")
-            if len(line) > self.max_source_length:
+                continue
+            if length > self.max_source_length:
                 problems.append(
-                    f"line {number}: {len(line)} characters, the model takes at most "
+                    f"line {number}: {length} tokens, the model takes at most "
                     f"{self.max_source_length} (its largest length bucket)"
                 )
-        if not lines:
-            problems.append("no input lines")
         if problems:
             raise ValueError("bad input:\n  " + "\n  ".join(problems))
 

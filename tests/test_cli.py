@@ -60,7 +60,7 @@ def test_decode_bad_input_lists_every_problem(workdir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "line 2: empty input" in err
     assert "line 3" in err and "'x'" in err
-    assert "line 4: 40 characters" in err and "Traceback" not in err
+    assert "line 4: 40 tokens" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
