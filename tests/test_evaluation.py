@@ -51,7 +51,8 @@ def test_evaluate_maps_rows_and_scores_text():
     vocab = CharVocab("abc ")
     refs = ["ab ca bc ab cc", "cab abc bca cab"]  # >= 4 words, so 4-gram BLEU is defined
     # Row 0 holds example 1, row 1 example 0 (see "index" in _run_evaluate).
-    rows = [vocab.encode(refs[1]) + [2, 0], vocab.encode(refs[0]) + [2, 0]]
+    rows = [vocab.encode(r) + [2] for r in (refs[1], refs[0])]
+    rows = [r + [0] * (18 - len(r)) for r in rows]
     result = _run_evaluate(rows, refs, text_metrics=True)
     assert result.hypotheses == refs
     assert result.metrics["exact_match"] == 1.0
