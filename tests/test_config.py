@@ -71,7 +71,7 @@ def test_overrides_do_not_mutate_input():
 
 def test_experiment_files_load_and_variants(tmp_path):
     names = ["reverse_attention", "reverse_plain", "addition_bahdanau", "reverse_transformer",
-             "addition_transformer"]  # fmt: skip
+             "addition_transformer", "bible_es_en_lstm_attention", "bible_es_en_transformer"]  # fmt: skip
     for name in names:
         full = load_experiment(f"experiments/{name}.py")
         tiny = load_experiment(f"experiments/{name}.py", "tiny")
