@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
             p.add_argument("--top-p", type=float, help="sample from the top-p probability mass")
             p.add_argument("--seed", type=int, help="sampling seed")
+    sub.add_parser(
+        "profile",
+        help="compile time, step time, FLOPs, MFU, memory (s2s profile --help for options)",
+        add_help=False,
+    )
     build = sub.add_parser("build-data", help="build a project dataset (TFDS, array_record)")
     build.add_argument("dataset", choices=sorted(DATASET_BUILDERS))
     build.add_argument("--data-dir", required=True, help="TFDS data_dir to write into")
@@ -120,7 +125,14 @@ def cmd_decode(args, extra: list[str]) -> int:
     return 0
 
 
+def cmd_profile(args, extra: list[str]) -> int:
+    from s2s_jax import profile_run
+
+    return profile_run.main(extra)
+
+
 COMMANDS = {
+    "profile": cmd_profile,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "decode": cmd_decode,
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     # Orbax reports routine events (e.g. opening a read-only checkpoint) as absl warnings.
     logging.getLogger("absl").setLevel(logging.ERROR)
     args, extra = _parser().parse_known_args(argv)
-    if extra and args.command != "train":
+    if extra and args.command not in ("train", "profile"):
         print(f"s2s {args.command}: unrecognised arguments {' '.join(extra)}", file=sys.stderr)
         return 2
     try:

@@ -106,3 +106,12 @@ def test_build_data_bible_without_modules_says_what_to_install(tmp_path, capsys)
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "apt-get install sword-text-sparv sword-text-web" in err and "Traceback" not in err
+
+
+def test_profile_command(tmp_path, capsys):
+    argv = ["profile", "--config", "experiments/bench_w2_transformer.py:tiny", "--workdir",
+            str(tmp_path), "--steps", "2", "--warmup", "1"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "profile.json").read_text())
+    assert report["flops_per_step"] > 0 and 0 < report["mfu"] < 1
+    assert "MFU" in capsys.readouterr().out
