@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,15 @@ import flax.linen as nn
 import jax
 import ml_collections
 import optax
+from jax.sharding import Mesh
 
 from s2s_jax.config import ConfigError, base_config, flat_keys, to_dict
 from s2s_jax.data.pipeline import Data, build_data
 from s2s_jax.generate import DecodeConfig
 from s2s_jax.models.registry import build_model, describe
+from s2s_jax.parallel import sharding
 from s2s_jax.training.optimizer import OptimizerConfig, make_optimizer
-from s2s_jax.training.state import TrainState, make_init_fn
+from s2s_jax.training.state import TrainState, make_boxed_init_fn, make_init_fn
 
 
 @dataclasses.dataclass
@@ -29,6 +32,7 @@ class Components:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     decode_config: DecodeConfig
+    mesh: Mesh | None = None  # None: everything on the first device
 
     @property
     def init_fn(self):
@@ -39,26 +43,70 @@ class Components:
         init_rng, dropout_rng = jax.random.split(jax.random.key(self.config.seed))
         return init_rng, dropout_rng
 
+    @functools.cached_property
+    def shardings(self) -> sharding.TrainShardings:
+        """Shardings of the train state and batches on ``mesh`` (requires a mesh)."""
+        if self.mesh is None:
+            raise ValueError("Components.shardings needs a mesh; pass mesh= to build().")
+        boxed = jax.eval_shape(make_boxed_init_fn(self.model, self.tx), self.rngs()[0])
+        return sharding.TrainShardings(
+            mesh=self.mesh,
+            state=sharding.state_shardings(boxed, self.mesh),
+            batch=sharding.batch_sharding(self.mesh),
+            replicated=sharding.replicated(self.mesh),
+        )
+
     def abstract_state(self) -> TrainState:
-        return jax.eval_shape(self.init_fn, self.rngs()[0])
+        """The state's shapes and dtypes, each leaf carrying the sharding it is restored with."""
+        shapes = jax.eval_shape(self.init_fn, self.rngs()[0])
+        if self.mesh is None:
+            one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            return jax.tree.map(lambda x: x.update(sharding=one), shapes)
+        return jax.tree.map(lambda x, s: x.update(sharding=s), shapes, self.shardings.state)
+
+    def init_state(self) -> TrainState:
+        """A fresh state, created directly in its sharded layout (no host round trip)."""
+        if self.mesh is None:
+            return jax.jit(self.init_fn)(self.rngs()[0])
+        # out_shardings place every leaf, so init runs outside the logical-axis rules (whose
+        # constraints would only repeat them).
+        return jax.jit(self.init_fn, out_shardings=self.shardings.state)(self.rngs()[0])
 
     def checkpoint_config(self) -> dict[str, Any]:
         """What a checkpoint stores about its run; "model" is compared on restore."""
         return {"model": describe(self.model_config), "run": to_dict(self.config)}
 
 
-def build(config: ml_collections.ConfigDict, **decode_overrides) -> Components:
-    """Builds data, model, optimizer and decoding settings from a resolved config."""
+def build(
+    config: ml_collections.ConfigDict, *, mesh: Mesh | None = None, **decode_overrides
+) -> Components:
+    """Builds data, model, optimizer and decoding settings from a resolved config.
+
+    Args:
+      config: the resolved run config.
+      mesh: the device mesh to train on; its batch sharding decides which rows of every
+        training batch this process loads. None: single device, whole batches.
+      **decode_overrides: DecodeConfig fields that replace the config's eval settings.
+
+    Raises:
+      ValueError: if the batch size does not split over the mesh and grad accumulation.
+    """
+    rows = None
+    if mesh is not None:
+        batch_size = config.data.batch_size
+        sharding.check_batch_size(batch_size, mesh, config.parallel.grad_accum_steps)
+        rows = sharding.process_rows(sharding.batch_sharding(mesh), batch_size)
     data = build_data(
         config.data,
         config.seed,
         eval_batch_size=config.eval.batch_size,
         max_eval=config.eval.max_examples,
+        process_rows=rows,
     )
     model, model_config = build_model(config.model, data.src_vocab.size, data.tgt_vocab.size)
     tx, schedule = make_optimizer(OptimizerConfig.from_section(config.train))
     decode_config = DecodeConfig.from_section(config.eval, **decode_overrides)
-    return Components(config, data, model, model_config, tx, schedule, decode_config)
+    return Components(config, data, model, model_config, tx, schedule, decode_config, mesh)
 
 
 def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:

@@ -140,6 +140,25 @@ def test_resume_matches_uninterrupted_run(consumed):
     _assert_same_batches(_take(original, 30), _take(resumed, 30))
 
 
+def test_process_rows_partition_the_global_batches():
+    # Two "processes" each load half the rows; together they rebuild the single-process batches.
+    _, examples = _examples()
+    whole = _take(TrainBatches(examples, 8, BUCKETS, seed=3), 40)
+    halves = [TrainBatches(examples, 8, BUCKETS, seed=3, rows=r) for r in ((0, 4), (4, 8))]
+    parts = [_take(h, 40) for h in halves]
+    joined = [{k: np.concatenate([a[k], b[k]]) for k in a} for a, b in zip(*parts, strict=True)]
+    _assert_same_batches(whole, joined)
+    epoch, index = divmod(40, halves[0].batches_per_epoch)
+    assert halves[0].get_state() == halves[1].get_state() == {"epoch": epoch, "index": index}
+
+
+@pytest.mark.parametrize("rows", [(0, 0), (4, 2), (-1, 4), (0, 9)])
+def test_bad_rows_raise(rows):
+    _, examples = _examples()
+    with pytest.raises(ValueError, match="rows must be"):
+        TrainBatches(examples, 8, BUCKETS, seed=0, rows=rows)
+
+
 def test_state_counts_position():
     _, examples = _examples()
     batches = TrainBatches(examples, 8, BUCKETS, seed=0)

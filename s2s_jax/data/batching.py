@@ -106,6 +106,18 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
 
 
+def _check_rows(rows: tuple[int, int] | None, batch_size: int) -> tuple[int, int]:
+    if rows is None:
+        return 0, batch_size
+    start, stop = (int(r) for r in rows)
+    if not 0 <= start < stop <= batch_size:
+        raise ValueError(
+            f"rows must be (start, stop) with 0 <= start < stop <= batch_size={batch_size}, "
+            f"got {tuple(rows)!r}."
+        )
+    return start, stop
+
+
 class TrainBatches:
     """Infinite, deterministic, resumable iterator over full training batches.
 
@@ -118,18 +130,28 @@ class TrainBatches:
       batch_size: rows per batch.
       buckets: strictly increasing boundaries, e.g. (8, 16, 24).
       seed: non-negative seed of the shuffles.
+      rows: ``(start, stop)``: yield only these rows of every batch (default: all). In a
+        multi-process run each process takes its own rows of the same global batches, which
+        every process plans identically from the seed; positions (`get_state`) are global.
 
     Yields:
-      `{"inputs": [batch_size, src_width], "targets": [batch_size, tgt_width]}` int32, widths
-      from `buckets`.
+      `{"inputs": [rows, src_width], "targets": [rows, tgt_width]}` int32, widths from
+      `buckets`; ``rows`` is `batch_size` unless `rows` selects fewer.
     """
 
     def __init__(
-        self, examples: Sequence[Example], batch_size: int, buckets: Sequence[int], seed: int
+        self,
+        examples: Sequence[Example],
+        batch_size: int,
+        buckets: Sequence[int],
+        seed: int,
+        *,
+        rows: tuple[int, int] | None = None,
     ) -> None:
         _check_batch_size(batch_size)
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}.")
+        self._rows = _check_rows(rows, batch_size)
         groups = _group(examples, buckets)
         full = {key: rows for key, rows in groups.items() if len(rows) >= batch_size}
         if not full:
@@ -175,6 +197,7 @@ class TrainBatches:
         if self._index == self._batches_per_epoch:
             self._epoch, self._index = self._epoch + 1, 0
         padded = self._padded[key]
+        rows = rows[self._rows[0] : self._rows[1]]
         return {name: array[rows] for name, array in padded.items()}
 
     def get_state(self) -> dict[str, int]:

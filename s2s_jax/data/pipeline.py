@@ -41,7 +41,12 @@ def buckets_for(data: Mapping[str, Any], pairs: list[tuple[str, str]]) -> tuple[
 
 
 def build_data(
-    data: Mapping[str, Any], seed: int, *, eval_batch_size: int, max_eval: int = 0
+    data: Mapping[str, Any],
+    seed: int,
+    *,
+    eval_batch_size: int,
+    max_eval: int = 0,
+    process_rows: tuple[int, int] | None = None,
 ) -> Data:
     """Synthetic task data (the TFDS sources plug in here later).
 
@@ -50,6 +55,8 @@ def build_data(
       seed: the run seed; the task split and the shuffling derive from it.
       eval_batch_size: rows per eval batch.
       max_eval: evaluate on at most this many held-out examples (0: all).
+      process_rows: ``(start, stop)``: the rows of every global training batch this process
+        loads (multi-process runs); None loads whole batches. Eval data is always whole.
     """
     train_pairs, eval_pairs = make_splits(task_config(data, seed))
     if max_eval:
@@ -57,7 +64,11 @@ def build_data(
     vocab = task_vocab(data["task"])
     buckets = buckets_for(data, train_pairs + eval_pairs)
     train = TrainBatches(
-        encode_pairs(train_pairs, vocab, vocab), data["batch_size"], buckets, seed=seed
+        encode_pairs(train_pairs, vocab, vocab),
+        data["batch_size"],
+        buckets,
+        seed=seed,
+        rows=process_rows,
     )
     batches = eval_batches(encode_pairs(eval_pairs, vocab, vocab), eval_batch_size, buckets)
     return Data(vocab, vocab, train, eval_pairs, batches, buckets)

@@ -193,7 +193,9 @@ class MultiHeadAttention(nn.Module):
         self, features: int | tuple[int, ...], axis: int | tuple[int, ...], names: tuple[str, ...]
     ) -> nn.DenseGeneral:
         # DenseGeneral initialises a flattened [in, out] kernel, so fan-in spans all input axes.
-        init = nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
+        # rules=(): no sharding constraint on the flattened kernel at creation (wrong rank under
+        # a mesh); the logical names still decide the state shardings.
+        init = nn.with_logical_partitioning(nn.initializers.lecun_normal(), names, rules=())
         return nn.DenseGeneral(
             features,
             axis=axis,

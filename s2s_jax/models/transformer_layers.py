@@ -61,8 +61,10 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 
 
-def _partitioned(init: Callable[..., Array], names: Sequence[str | None]) -> Callable[..., Any]:
-    return nn.with_logical_partitioning(init, tuple(names))
+def _partitioned(
+    init: Callable[..., Array], names: Sequence[str | None], **kwargs: Any
+) -> Callable[..., Any]:
+    return nn.with_logical_partitioning(init, tuple(names), **kwargs)
 
 
 def _layer_norm(config: TransformerConfig, name: str | None) -> nn.Module:
@@ -112,8 +114,11 @@ def projection(
         axis=axis,
         dtype=DTYPES[config.dtype],
         param_dtype=DTYPES[config.param_dtype],
-        kernel_init=_partitioned(nn.initializers.lecun_normal(), kernel_axes),
-        bias_init=_partitioned(nn.initializers.zeros, bias_axes),
+        # DenseGeneral creates a flattened kernel, then reshapes it: a sharding constraint with
+        # the full logical names at creation would have the wrong rank, so none is applied
+        # there (rules=()); the names still decide the state shardings.
+        kernel_init=_partitioned(nn.initializers.lecun_normal(), kernel_axes, rules=()),
+        bias_init=_partitioned(nn.initializers.zeros, bias_axes, rules=()),
         name=name,
     )
 

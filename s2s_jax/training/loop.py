@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import threading
@@ -18,15 +19,17 @@ from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.components import Components, build
 from s2s_jax.config import to_dict
 from s2s_jax.evaluation import EvalResult, evaluate, format_by_length, format_examples
-from s2s_jax.generate import jit_generate
+from s2s_jax.generate import generate
 from s2s_jax.metrics_writer import MetricWriter
+from s2s_jax.parallel import multihost, sharding
+from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.run_info import write_run_info
 from s2s_jax.training.state import TrainState, param_count
 from s2s_jax.training.step import jit_eval_step, jit_train_step
 
 
 def _log(message: str) -> None:
-    if jax.process_index() == 0:
+    if multihost.is_main_process():
         tqdm.write(message)
 
 
@@ -40,14 +43,42 @@ def make_checkpointer(workdir: Path, config: ml_collections.ConfigDict) -> Check
 
 
 def restore_or_init(c: Components, ckpt: Checkpointer) -> TrainState:
-    """The latest checkpoint's state (and data position), or a fresh state."""
-    init_rng, _ = c.rngs()
+    """The latest checkpoint's state (and data position), or a fresh state, laid out on the mesh.
+
+    The abstract state carries this run's shardings, so a checkpoint written on another mesh or
+    by another number of processes is resharded while it is read.
+    """
     if ckpt.latest_step() is None:
-        return jax.jit(c.init_fn)(init_rng)
+        return c.init_state()
     state, data_state, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
     c.data.train.set_state(data_state)
     _log(f"Resumed from step {int(state.step)} ({ckpt.directory}).")
     return state
+
+
+def make_eval_fns(c: Components) -> tuple:
+    """``(eval_step, generate)`` for `evaluate`: jitted on ``c.mesh``, fed host batches.
+
+    Every process holds the whole eval split; batches go onto the mesh row-sharded when they
+    split evenly, and results come back replicated so every process can read them.
+    """
+    shardings = c.shardings
+    eval_step = jit_eval_step(c.model, shardings)
+    decode = functools.partial(generate, model=c.model, cfg=c.decode_config)
+    generate_fn = jax.jit(
+        sharding.in_sharding_context(decode, c.mesh),
+        in_shardings=(shardings.params, None),
+        out_shardings=shardings.replicated,
+    )
+
+    def put(tree):
+        rows = jax.tree.leaves(tree)[0].shape[0]
+        return sharding.put_global(tree, sharding.eval_batch_sharding(c.mesh, rows))
+
+    return (
+        lambda params, batch: eval_step(params, put(batch)),
+        lambda params, inputs: generate_fn(params, put(inputs)),
+    )
 
 
 def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResult:
@@ -115,18 +146,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     Returns an empty dict when a SIGTERM/SIGINT stopped the run early (after checkpointing).
     """
+    multihost.initialize(multihost.DistributedConfig.from_section(config.parallel))
     workdir = Path(workdir).resolve()
-    c = build(config)
+    mesh = make_mesh(MeshConfig.from_section(config.parallel))
+    c = build(config, mesh=mesh)
     with make_checkpointer(workdir, config) as ckpt:
         state = restore_or_init(c, ckpt)  # first: a refused restore must leave the workdir as is
-        write_run_info(workdir, to_dict(config))
-        c.data.tgt_vocab.save(workdir / "vocab.json")
+        if multihost.is_main_process():
+            write_run_info(workdir, to_dict(config))
+            c.data.tgt_vocab.save(workdir / "vocab.json")
         _log(
             f"{config.name}: {c.model_config.__class__.__name__} with "
             f"{param_count(state.params):,} params; {len(c.data.eval_pairs)} eval examples; "
-            f"buckets {c.data.buckets}; workdir {workdir}"
+            f"buckets {c.data.buckets}; mesh {dict(mesh.shape)} over {jax.process_count()} "
+            f"process(es); workdir {workdir}"
         )
-        eval_fns = jit_eval_step(c.model), jit_generate(c.model, c.decode_config)
+        eval_fns = make_eval_fns(c)
         state, result, finished = _train(c, state, ckpt, workdir, eval_fns)
         ckpt.wait()
     if not finished:
@@ -140,13 +175,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, eval_fns):
     """Runs steps up to ``train.num_steps``; returns (state, last eval result, finished)."""
     config = c.config
-    train_step = jit_train_step(c.model, c.tx, c.schedule, config.train.label_smoothing)
+    train_step = jit_train_step(
+        c.model, c.tx, c.schedule, config.train.label_smoothing,
+        grad_accum_steps=config.parallel.grad_accum_steps, shardings=c.shardings,
+    )  # fmt: skip
     _, dropout_rng = c.rngs()
     num_steps, result, window = config.train.num_steps, None, _Window()
-    bar = tqdm(total=num_steps, initial=int(state.step), desc="train", disable=None)
+    disable = None if multihost.is_main_process() else True  # None: only on a terminal
+    bar = tqdm(total=num_steps, initial=int(state.step), desc="train", disable=disable)
     with PreemptionGuard() as preemption, MetricWriter(workdir) as writer, bar:
         for step in range(int(state.step) + 1, num_steps + 1):
-            state, metrics = train_step(state, next(c.data.train), dropout_rng)
+            batch = sharding.shard_batch(
+                next(c.data.train), c.shardings.batch, config.data.batch_size
+            )
+            state, metrics = train_step(state, batch, dropout_rng)
             window.add(metrics)
             bar.update(1)
             if step % config.train.log_every == 0 or step == num_steps:
@@ -163,7 +205,7 @@ def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, 
                 writer.write(step, "eval", result.metrics)
                 _log(_format_eval(step, result))
                 window.reset()  # evaluation time is not training throughput
-            stop = preemption.requested
+            stop = multihost.any_process(preemption.requested)
             data_state = c.data.train.get_state()
             ckpt.save(step, state, data_state=data_state, config=c.checkpoint_config(),
                       force=step == num_steps or stop)  # fmt: skip

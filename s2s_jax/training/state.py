@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -25,12 +26,31 @@ def init_variables(model: nn.Module, rng: jax.Array, src_len: int = 8, tgt_len: 
     return model.init({"params": rng, "dropout": rng}, inputs, targets, train=False)
 
 
-def make_init_fn(model: nn.Module, tx: optax.GradientTransformation):
-    """Returns ``init(rng) -> TrainState`` (pure; jit it or eval_shape it)."""
+def make_boxed_init_fn(
+    model: nn.Module, tx: optax.GradientTransformation
+) -> Callable[[jax.Array], TrainState]:
+    """Returns ``init(rng) -> TrainState`` whose params and optimizer state keep their boxes.
+
+    The ``nn.Partitioned`` boxes carry the logical axis names; optax maps over them, so the
+    optimizer's moments carry their parameter's names too. Use it under ``jax.eval_shape`` to
+    derive shardings (see ``parallel.sharding.state_shardings``).
+    """
 
     def init(rng: jax.Array) -> TrainState:
-        params = nn.meta.unbox(init_variables(model, rng)["params"])
+        params = init_variables(model, rng)["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return init
+
+
+def make_init_fn(
+    model: nn.Module, tx: optax.GradientTransformation
+) -> Callable[[jax.Array], TrainState]:
+    """Returns ``init(rng) -> TrainState`` of plain arrays (pure; jit it or eval_shape it)."""
+    boxed_init = make_boxed_init_fn(model, tx)
+
+    def init(rng: jax.Array) -> TrainState:
+        return nn.meta.unbox(boxed_init(rng))
 
     return init
 

@@ -1,4 +1,8 @@
-"""Pure train and eval steps, and the helpers that jit them."""
+"""Pure train and eval steps, and the helpers that jit them (optionally with shardings).
+
+``train_step`` knows nothing about devices: `jit_train_step` gives it its sharding signature
+(in/out shardings and a donated state), MaxText style.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,91 @@ import jax.numpy as jnp
 import optax
 
 from s2s_jax.data.vocab import BOS_ID
+from s2s_jax.parallel.sharding import TrainShardings, in_sharding_context
 from s2s_jax.training.losses import cross_entropy, shift_right, token_accuracy
 from s2s_jax.training.state import TrainState
 
 Batch = dict[str, jax.Array]
+Sums = dict[str, jax.Array]  # loss_sum, correct, tokens: scalars summed over rows
+
+
+def _check_accum(batch: Batch, grad_accum_steps: int) -> None:
+    rows = batch["targets"].shape[0]
+    if grad_accum_steps < 1 or rows % grad_accum_steps:
+        raise ValueError(
+            f"A batch of {rows} rows cannot be split into grad_accum_steps={grad_accum_steps} "
+            "equal micro-batches; make data.batch_size a multiple of parallel.grad_accum_steps."
+        )
+
+
+def split_micro_batches(batch: Batch, k: int) -> Batch:
+    """Splits ``[batch, ...]`` arrays into ``[k, batch / k, ...]`` micro-batches.
+
+    Micro-batch ``j`` takes rows ``j, j + k, j + 2k, ...``: strided rows keep every device's
+    contiguous block of the (batch-sharded) global batch busy in every micro-batch.
+    """
+
+    def split(x):
+        micro = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+        names = (None, "batch") + (None,) * (x.ndim - 1)
+        return nn.with_logical_constraint(micro, names)
+
+    return jax.tree.map(split, batch)
+
+
+def _micro_grads(params, batch: Batch, rng, *, model, label_smoothing) -> tuple[Any, Sums]:
+    """Gradient of the *summed* token loss of one (micro-)batch, and its sums."""
+
+    def loss_fn(p):
+        logits = model.apply(
+            {"params": p},
+            batch["inputs"],
+            shift_right(batch["targets"], BOS_ID),
+            train=True,
+            rngs={"dropout": rng},
+        )
+        loss_sum, tokens = cross_entropy(logits, batch["targets"], label_smoothing)
+        correct, _ = token_accuracy(logits, batch["targets"])
+        return loss_sum, {"loss_sum": loss_sum, "correct": correct, "tokens": tokens}
+
+    return jax.grad(loss_fn, has_aux=True)(params)
+
+
+def accumulate_grads(
+    params, batch: Batch, rng: jax.Array, grad_accum_steps: int, **loss_kwargs
+) -> tuple[Any, Sums]:
+    """Summed-loss gradients and sums over ``grad_accum_steps`` micro-batches (``lax.scan``).
+
+    Token-loss sums and their gradients add across micro-batches, so dividing by the total token
+    count afterwards gives the gradient of the whole batch's token-weighted mean loss (not a
+    mean of per-micro-batch means).
+
+    Args:
+      params: the model parameters.
+      batch: ``{inputs: [batch, src_len], targets: [batch, tgt_len]}`` int32.
+      rng: dropout key; micro-batch ``j`` uses ``fold_in(rng, j)`` (k = 1 uses ``rng``).
+      grad_accum_steps: k, a divisor of ``batch``.
+      **loss_kwargs: ``model`` and ``label_smoothing``.
+
+    Returns:
+      ``(grads, sums)``: gradients of the summed token loss (params' structure) and scalar
+      ``{loss_sum, correct, tokens}``.
+    """
+    if grad_accum_steps == 1:
+        return _micro_grads(params, batch, rng, **loss_kwargs)
+    micro = split_micro_batches(batch, grad_accum_steps)
+
+    def body(carry, xs):
+        index, micro_batch = xs
+        grads, sums = _micro_grads(
+            params, micro_batch, jax.random.fold_in(rng, index), **loss_kwargs
+        )
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+    zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("loss_sum", "correct", "tokens")}
+    init = (jax.tree.map(jnp.zeros_like, params), zero_sums)
+    (grads, sums), _ = jax.lax.scan(body, init, (jnp.arange(grad_accum_steps), micro))
+    return grads, sums
 
 
 def train_step(
@@ -26,33 +111,28 @@ def train_step(
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     label_smoothing: float = 0.0,
+    grad_accum_steps: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer update on ``batch`` ({inputs, targets}: [batch, length] int32).
 
-    Dropout randomness is ``fold_in(rng, step)``, so a resumed run repeats itself exactly.
+    With ``grad_accum_steps`` k > 1 the batch is processed as k micro-batches of batch/k rows
+    whose gradients are summed, which equals one step on the whole batch (less activation
+    memory). Dropout randomness is ``fold_in(rng, step)``, so a resumed run repeats itself.
     """
+    _check_accum(batch, grad_accum_steps)
     dropout_rng = jax.random.fold_in(rng, state.step)
-    decoder_inputs = shift_right(batch["targets"], BOS_ID)
-
-    def loss_fn(params):
-        logits = model.apply(
-            {"params": params},
-            batch["inputs"],
-            decoder_inputs,
-            train=True,
-            rngs={"dropout": dropout_rng},
-        )
-        loss_sum, tokens = cross_entropy(logits, batch["targets"], label_smoothing)
-        return loss_sum / jnp.maximum(tokens, 1.0), logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads, sums = accumulate_grads(
+        state.params, batch, dropout_rng, grad_accum_steps,
+        model=model, label_smoothing=label_smoothing,
+    )  # fmt: skip
+    tokens = jnp.maximum(sums["tokens"], 1.0)
+    grads = jax.tree.map(lambda g: g / tokens, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    correct, tokens = token_accuracy(logits, batch["targets"])
     metrics = {
-        "loss": loss,
-        "accuracy": correct / jnp.maximum(tokens, 1.0),
-        "tokens": tokens,
+        "loss": sums["loss_sum"] / tokens,
+        "accuracy": sums["correct"] / tokens,
+        "tokens": sums["tokens"],
         "grad_norm": optax.tree.norm(grads),
         "learning_rate": schedule(state.step),
     }
@@ -70,13 +150,46 @@ def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, jax.A
     return {"loss_sum": loss_sum, "correct": correct, "tokens": tokens}
 
 
-def jit_train_step(model, tx, schedule, label_smoothing: float = 0.0):
-    """``train_step`` jitted with the state donated (its buffers are reused for the new one)."""
+def jit_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    label_smoothing: float = 0.0,
+    *,
+    grad_accum_steps: int = 1,
+    shardings: TrainShardings | None = None,
+):
+    """``train_step`` jitted with the state donated (its buffers are reused for the new one).
+
+    With ``shardings`` the step is traced under the mesh's logical-axis rules and jitted with
+    explicit in/out shardings: ``(state, batch, rng) -> (state, metrics)`` with the state
+    sharded as ``shardings.state``, batch rows as ``shardings.batch``, rng and metrics
+    replicated.
+    """
     fn = functools.partial(
-        train_step, model=model, tx=tx, schedule=schedule, label_smoothing=label_smoothing
+        train_step, model=model, tx=tx, schedule=schedule,
+        label_smoothing=label_smoothing, grad_accum_steps=grad_accum_steps,
+    )  # fmt: skip
+    if shardings is None:
+        return jax.jit(fn, donate_argnums=(0,))
+    return jax.jit(
+        in_sharding_context(fn, shardings.mesh),
+        in_shardings=(shardings.state, shardings.batch, shardings.replicated),
+        out_shardings=(shardings.state, shardings.replicated),
+        donate_argnums=(0,),
     )
-    return jax.jit(fn, donate_argnums=(0,))
 
 
-def jit_eval_step(model):
-    return jax.jit(functools.partial(eval_step, model=model))
+def jit_eval_step(model: nn.Module, shardings: TrainShardings | None = None):
+    """``eval_step`` jitted; with ``shardings``, params sharded and the sums replicated.
+
+    The batch's sharding is left to its arrays (see ``parallel.sharding.put_global``).
+    """
+    fn = functools.partial(eval_step, model=model)
+    if shardings is None:
+        return jax.jit(fn)
+    return jax.jit(
+        in_sharding_context(fn, shardings.mesh),
+        in_shardings=(shardings.params, None),
+        out_shardings=shardings.replicated,
+    )
