@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--decode", choices=("greedy", "beam", "sample"), help="decoding method")
         p.add_argument("--beam-size", type=int, help="beam width (implies --decode beam if > 1)")
         p.add_argument("--alpha", type=float, help="GNMT length penalty for beam search")
+        if name == "evaluate":
+            p.add_argument("--split", help="TFDS data: the split to evaluate (e.g. test)")
         if name == "decode":
             p.add_argument("--input", help="file with one source per line (default: stdin)")
             p.add_argument("--nbest", type=int, help="print the n best hypotheses per line")
@@ -104,7 +106,7 @@ def _decode_overrides(args) -> dict:
 def cmd_evaluate(args, extra: list[str]) -> int:
     from s2s_jax.inference import evaluate_workdir
 
-    result = evaluate_workdir(args.workdir, **_decode_overrides(args))
+    result = evaluate_workdir(args.workdir, split=args.split, **_decode_overrides(args))
     print(json.dumps({k: round(v, 6) for k, v in result.metrics.items()}))
     return 0
 

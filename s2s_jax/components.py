@@ -78,7 +78,12 @@ class Components:
 
 
 def build(
-    config: ml_collections.ConfigDict, *, mesh: Mesh | None = None, **decode_overrides
+    config: ml_collections.ConfigDict,
+    *,
+    mesh: Mesh | None = None,
+    workdir: str | Path | None = None,
+    eval_split: str | None = None,
+    **decode_overrides,
 ) -> Components:
     """Builds data, model, optimizer and decoding settings from a resolved config.
 
@@ -86,6 +91,8 @@ def build(
       config: the resolved run config.
       mesh: the device mesh to train on; its batch sharding decides which rows of every
         training batch this process loads. None: single device, whole batches.
+      workdir: the run directory (TFDS sources keep their SentencePiece models there).
+      eval_split: TFDS sources: evaluate on this split instead of ``data.eval_split``.
       **decode_overrides: DecodeConfig fields that replace the config's eval settings.
 
     Raises:
@@ -102,6 +109,8 @@ def build(
         eval_batch_size=config.eval.batch_size,
         max_eval=config.eval.max_examples,
         process_rows=rows,
+        workdir=None if workdir is None else str(workdir),
+        eval_split=eval_split,
     )
     model, model_config = build_model(config.model, data.src_vocab.size, data.tgt_vocab.size)
     tx, schedule = make_optimizer(OptimizerConfig.from_section(config.train))

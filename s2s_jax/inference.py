@@ -19,22 +19,33 @@ from s2s_jax.training.step import jit_eval_step
 DECODE_BATCH = 32
 
 
-def load_trained(workdir: str | Path, **decode_overrides) -> tuple[Components, object]:
-    """Rebuilds a run from ``workdir/config.json`` and restores its latest parameters."""
+def load_trained(
+    workdir: str | Path, *, split: str | None = None, **decode_overrides
+) -> tuple[Components, object]:
+    """Rebuilds a run from ``workdir/config.json`` and restores its latest parameters.
+
+    ``split`` (TFDS sources) evaluates another split than the run's ``data.eval_split``.
+    """
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"Workdir {workdir} does not exist; train into it first.")
     config = load_workdir_config(workdir)
-    c = build(config, **decode_overrides)
+    c = build(config, workdir=workdir, eval_split=split, **decode_overrides)
     ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True)
     with ckpt:
         state, _, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
     return c, state.params
 
 
-def evaluate_workdir(workdir: str | Path, **decode_overrides) -> EvalResult:
-    """Evaluates the latest checkpoint on the run's eval split; writes evaluate_*.json/.txt."""
-    c, params = load_trained(workdir, **decode_overrides)
+def evaluate_workdir(
+    workdir: str | Path, *, split: str | None = None, **decode_overrides
+) -> EvalResult:
+    """Evaluates the latest checkpoint on an eval split; writes evaluate_*.json/.txt.
+
+    Synthetic tasks evaluate their held-out split; TFDS sources ``split`` (default: the run's
+    ``data.eval_split``), with sacrebleu scores and signatures.
+    """
+    c, params = load_trained(workdir, split=split, **decode_overrides)
     generate = jit_generate(c.model, c.decode_config)
     result = evaluate(
         params,
@@ -43,12 +54,16 @@ def evaluate_workdir(workdir: str | Path, **decode_overrides) -> EvalResult:
         eval_step=jit_eval_step(c.model),
         generate=generate,
         tgt_vocab=c.data.tgt_vocab,
+        text_metrics=c.config.data.source == "tfds",
     )
     tag = c.decode_config.method + (
         f"{c.decode_config.beam_size}" if c.decode_config.method == "beam" else ""
     )
+    if c.config.data.source == "tfds":
+        tag = f"{split or c.config.data.eval_split}_{tag}"
     workdir = Path(workdir)
-    (workdir / f"evaluate_{tag}.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    report = {**result.metrics, **result.signatures}
+    (workdir / f"evaluate_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
     (workdir / f"evaluate_{tag}.txt").write_text("\n".join(result.hypotheses) + "\n")
     print(f"exact match by source length: {format_by_length(result.by_length)}")
     return result

@@ -28,13 +28,13 @@ def tiny_config(name="rnn", **overrides):
 
 
 def final_state(config, workdir):
-    c = build(config)
+    c = build(config, workdir=workdir)
     with Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True) as ckpt:
         state, data_state, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
     return state, data_state
 
 
-@pytest.mark.parametrize("name", ["rnn", "rnn_gru_bahdanau"])
+@pytest.mark.parametrize("name", sorted(TINY))
 def test_tiny_run_writes_workdir(tmp_path, name):
     config = tiny_config(name)
     metrics = loop.train_and_evaluate(config, tmp_path)

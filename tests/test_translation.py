@@ -1,5 +1,7 @@
 """Real-data path: a TFDS dataset by name, SentencePiece trained into the workdir, Grain batches."""
 
+import json
+
 import numpy as np
 import pytest
 from toy_translation import NAME, SIZES, build
@@ -59,3 +61,41 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
                                                     "data.src_lang": "pt"})  # fmt: skip
     with pytest.raises(DatasetNotPreparedError, match="ted_hrlr_translate"):
         build_translation_data(config.data, 0, tmp_path, eval_batch_size=8)
+
+
+@pytest.mark.parametrize(
+    "family,overrides",
+    [("lstm_attention", {}), ("transformer", {"data.pack_length": "32"})],
+)
+def test_train_evaluate_and_decode_on_tfds(data_dir, tmp_path, family, overrides):
+    from s2s_jax.inference import Translator, evaluate_workdir
+    from s2s_jax.training.loop import train_and_evaluate
+
+    config = toy_config(data_dir, family, **overrides)
+    metrics = train_and_evaluate(config, tmp_path)
+    assert {"bleu", "chrf", "ter", "loss"} <= set(metrics) and 0 <= metrics["bleu"] <= 100
+    saved = json.loads((tmp_path / "eval_results.json").read_text())
+    assert saved["bleu_signature"].startswith("nrefs:1") and "tok:13a" in saved["bleu_signature"]
+    result = evaluate_workdir(tmp_path, split="test")
+    assert len(result.hypotheses) == min(config.eval.max_examples, SIZES["test"])
+    assert (tmp_path / "evaluate_test_greedy.json").is_file()
+    out = Translator(tmp_path).translate(["el gato come pan.", "la niña ve una casa."])
+    assert len(out) == 2 and all(isinstance(text, str) for ((text, _),) in out)
+
+
+def test_resume_with_grain_iterator_is_bit_identical(data_dir, tmp_path, monkeypatch):
+    import jax
+    from test_loop import _preempt_after, final_state
+
+    from s2s_jax.training import loop
+
+    config = toy_config(data_dir, "transformer", **{"data.pack_length": "32"})
+    loop.train_and_evaluate(config, tmp_path / "straight")
+    with monkeypatch.context() as m:
+        _preempt_after(7, m)
+        assert loop.train_and_evaluate(config, tmp_path / "resumed") == {}
+    loop.train_and_evaluate(config, tmp_path / "resumed")
+    (a, data_a), (b, data_b) = (final_state(config, tmp_path / d) for d in ("straight", "resumed"))
+    assert data_a == data_b and int(a.step) == int(b.step) == config.train.num_steps
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

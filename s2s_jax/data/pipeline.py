@@ -8,6 +8,7 @@ from typing import Any
 
 from s2s_jax.data.batching import TrainBatches, auto_buckets, encode_pairs, eval_batches
 from s2s_jax.data.tasks import TaskConfig, make_splits, task_vocab
+from s2s_jax.data.translation import build_translation_data
 from s2s_jax.data.vocab import CharVocab
 
 
@@ -40,6 +41,9 @@ def buckets_for(data: Mapping[str, Any], pairs: list[tuple[str, str]]) -> tuple[
     return auto_buckets(longest)
 
 
+SOURCES = ("task", "tfds")
+
+
 def build_data(
     data: Mapping[str, Any],
     seed: int,
@@ -47,8 +51,10 @@ def build_data(
     eval_batch_size: int,
     max_eval: int = 0,
     process_rows: tuple[int, int] | None = None,
+    workdir: str | None = None,
+    eval_split: str | None = None,
 ) -> Data:
-    """Synthetic task data (the TFDS sources plug in here later).
+    """The run's data: a synthetic task (``data.source="task"``) or a TFDS dataset ("tfds").
 
     Args:
       data: the ``data`` section of the run config.
@@ -57,7 +63,18 @@ def build_data(
       max_eval: evaluate on at most this many held-out examples (0: all).
       process_rows: ``(start, stop)``: the rows of every global training batch this process
         loads (multi-process runs); None loads whole batches. Eval data is always whole.
+      workdir: the run directory (TFDS sources keep their SentencePiece models there).
+      eval_split: TFDS sources: evaluate this split instead of ``data.eval_split``.
     """
+    if data["source"] not in SOURCES:
+        raise ValueError(f"Unknown data.source {data['source']!r}; valid: {', '.join(SOURCES)}.")
+    if data["source"] == "tfds":
+        if workdir is None:
+            raise ValueError("data.source=tfds needs a workdir to keep its SentencePiece models.")
+        return build_translation_data(
+            data, seed, workdir, eval_batch_size=eval_batch_size, max_eval=max_eval,
+            eval_split=eval_split, process_rows=process_rows,
+        )  # fmt: skip
     train_pairs, eval_pairs = make_splits(task_config(data, seed))
     if max_eval:
         eval_pairs = eval_pairs[:max_eval]

@@ -70,24 +70,25 @@ def build_translation_data(
     eval_batch_size: int,
     max_eval: int = 0,
     eval_split: str | None = None,
-    shard_index: int = 0,
-    shard_count: int = 1,
+    process_rows: tuple[int, int] | None = None,
 ):
     """Tokenizers, the training iterator and eval batches for ``data.source == "tfds"``.
 
-    Returns a ``s2s_jax.data.pipeline.Data``; ``eval_split`` overrides ``data.eval_split``.
+    Returns a ``s2s_jax.data.pipeline.Data``; ``eval_split`` overrides ``data.eval_split``;
+    ``process_rows`` = (start, stop) rows of each global batch that this process loads.
     """
-    from s2s_jax.data.pipeline import Data
+    from s2s_jax.data.pipeline import Data  # pipeline imports this module
 
     train = open_split(data, data["train_split"])
     evaluation = open_split(data, eval_split or data["eval_split"])
     src_tok, tgt_tok = tokenizers_for(data, train, str(workdir), seed)
     buckets = train_buckets(data)
     pack = data["pack_length"]
+    start, stop = process_rows or (0, data["batch_size"])
     iterator = make_train_iterator(
-        train, (src_tok, tgt_tok), batch_size=data["batch_size"], max_length=data["max_tokens"],
+        train, (src_tok, tgt_tok), batch_size=stop - start, max_length=data["max_tokens"],
         seed=seed, buckets=None if pack else buckets, pack_length=pack or None,
-        shard_index=shard_index, shard_count=shard_count,
+        shard_index=start // (stop - start), shard_count=data["batch_size"] // (stop - start),
     )  # fmt: skip
     num_eval = min(max_eval or len(evaluation), len(evaluation))
     eval_pairs = [evaluation[i] for i in range(num_eval)]

@@ -90,6 +90,7 @@ def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResul
         eval_step=eval_step,
         generate=generate,
         tgt_vocab=c.data.tgt_vocab,
+        text_metrics=c.config.data.source == "tfds",
     )
 
 
@@ -149,12 +150,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     multihost.initialize(multihost.DistributedConfig.from_section(config.parallel))
     workdir = Path(workdir).resolve()
     mesh = make_mesh(MeshConfig.from_section(config.parallel))
-    c = build(config, mesh=mesh)
+    c = build(config, mesh=mesh, workdir=workdir)
     with make_checkpointer(workdir, config) as ckpt:
         state = restore_or_init(c, ckpt)  # first: a refused restore must leave the workdir as is
         if multihost.is_main_process():
             write_run_info(workdir, to_dict(config))
-            c.data.tgt_vocab.save(workdir / "vocab.json")
         _log(
             f"{config.name}: {c.model_config.__class__.__name__} with "
             f"{param_count(state.params):,} params; {len(c.data.eval_pairs)} eval examples; "
@@ -233,7 +233,8 @@ def _format_eval(step: int, r: EvalResult) -> str:
 def _finish(workdir: Path, c: Components, result: EvalResult) -> None:
     if jax.process_index() != 0:
         return
-    (workdir / "eval_results.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+    report = {**result.metrics, **result.signatures}
+    (workdir / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
     (workdir / "hypotheses.txt").write_text("\n".join(result.hypotheses) + "\n")
     n = c.config.eval.num_show
     _log(f"Examples (held-out):\n{format_examples(c.data.eval_pairs, result.hypotheses, n)}")

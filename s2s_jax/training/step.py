@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from s2s_jax.data.packing import shift_right_packed
 from s2s_jax.data.vocab import BOS_ID
 from s2s_jax.parallel.sharding import TrainShardings, in_sharding_context
 from s2s_jax.training.losses import cross_entropy, shift_right, token_accuracy
@@ -47,17 +48,30 @@ def split_micro_batches(batch: Batch, k: int) -> Batch:
     return jax.tree.map(split, batch)
 
 
+PACKING_KEYS = (
+    "inputs_segmentation", "targets_segmentation", "inputs_position", "targets_position",
+)  # fmt: skip
+
+
+def model_inputs(batch: Batch) -> tuple[tuple[jax.Array, jax.Array], dict[str, jax.Array]]:
+    """``(inputs, decoder_inputs), packing_kwargs`` for ``model.apply`` from a batch.
+
+    Packed batches (with segment ids and positions) restart the shifted decoder input with BOS
+    at every segment and pass the packing arrays on; bucketed batches pass none.
+    """
+    if "targets_segmentation" not in batch:
+        return (batch["inputs"], shift_right(batch["targets"], BOS_ID)), {}
+    decoder_inputs = shift_right_packed(batch["targets"], batch["targets_segmentation"], BOS_ID)
+    return (batch["inputs"], decoder_inputs), {k: batch[k] for k in PACKING_KEYS if k in batch}
+
+
 def _micro_grads(params, batch: Batch, rng, *, model, label_smoothing) -> tuple[Any, Sums]:
     """Gradient of the *summed* token loss of one (micro-)batch, and its sums."""
 
+    args, packing = model_inputs(batch)
+
     def loss_fn(p):
-        logits = model.apply(
-            {"params": p},
-            batch["inputs"],
-            shift_right(batch["targets"], BOS_ID),
-            train=True,
-            rngs={"dropout": rng},
-        )
+        logits = model.apply({"params": p}, *args, train=True, rngs={"dropout": rng}, **packing)
         loss_sum, tokens = cross_entropy(logits, batch["targets"], label_smoothing)
         correct, _ = token_accuracy(logits, batch["targets"])
         return loss_sum, {"loss_sum": loss_sum, "correct": correct, "tokens": tokens}
@@ -142,9 +156,8 @@ def train_step(
 
 def eval_step(params: Any, batch: Batch, *, model: nn.Module) -> dict[str, jax.Array]:
     """Teacher-forced sums over a batch: loss_sum, correct and tokens (add, then divide)."""
-    logits = model.apply(
-        {"params": params}, batch["inputs"], shift_right(batch["targets"], BOS_ID), train=False
-    )
+    args, packing = model_inputs(batch)
+    logits = model.apply({"params": params}, *args, train=False, **packing)
     loss_sum, tokens = cross_entropy(logits, batch["targets"])
     correct, _ = token_accuracy(logits, batch["targets"])
     return {"loss_sum": loss_sum, "correct": correct, "tokens": tokens}
