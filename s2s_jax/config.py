@@ -132,6 +132,7 @@ def base_config() -> ml_collections.ConfigDict:
     f.trace_steps = ()  # (start, stop): capture a jax.profiler trace of those steps
     f.dump_hlo = False  # write the optimized HLO of the train step into the workdir
     f.peak_flops = 0.0  # per-device peak FLOP/s for MFU; 0 = known table or measured matmul
+    f.log_mfu = True  # log FLOPs/step, FLOP/s and MFU with the train metrics
     c.lock()
     return c
 
@@ -148,6 +149,7 @@ def make_tiny(config: ml_collections.ConfigDict, min_length: int = 3, max_length
     t.num_steps, t.log_every, t.warmup_steps = 20, 5, 5
     e.every_steps, e.batch_size, e.max_examples = 10, 32, 64
     config.checkpoint.every_steps = 10
+    config.profile.log_mfu = False  # measuring the matmul peak would take longer than the run
     return config
 
 

@@ -110,3 +110,21 @@ def test_sharded_run_with_grad_accumulation(tmp_path):
     query = state.params["encoder"]["layers"]["self_attention"]["query"]["kernel"]
     assert query.shape == (1, 16, 2, 8)  # [layers, embed, heads, kv]
     assert query.addressable_shards[0].data.shape == (1, 16, 1, 8)  # heads split 2 ways
+
+
+def test_profiling_switches(tmp_path):
+    config = tiny_config(
+        "transformer",
+        **{"profile.log_mfu": "true", "profile.dump_hlo": "true", "profile.trace_steps": "(3,5)",
+           "profile.peak_flops": "1e11"},  # a fixed peak keeps the test fast (no matmul run)
+    )  # fmt: skip
+    loop.train_and_evaluate(config, tmp_path)
+    assert (tmp_path / "train_step.hlo").read_text().startswith("HloModule")
+    assert list((tmp_path / "profile").rglob("*.xplane.pb"))
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["split"] for r in rows].count("compile") == 1
+    train = [r for r in rows if r["split"] == "train"]
+    assert all(r["flops_per_step"] > 0 and 0 < r["mfu"] < 1 for r in train)
+    # MFU is achieved FLOP/s over the given per-device peak times the devices of the mesh.
+    peak = 1e11 * jax.device_count()
+    assert train[-1]["mfu"] == pytest.approx(train[-1]["flops_per_sec"] / peak, rel=1e-6)

@@ -23,9 +23,11 @@ from s2s_jax.generate import generate
 from s2s_jax.metrics_writer import MetricWriter
 from s2s_jax.parallel import multihost, sharding
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
+from s2s_jax.profiling import Tracer, dump_hlo
 from s2s_jax.run_info import write_run_info
 from s2s_jax.training.state import TrainState, param_count
 from s2s_jax.training.step import jit_eval_step, jit_train_step
+from s2s_jax.training.throughput import FlopsMeter, timed_first_step
 
 
 def _log(message: str) -> None:
@@ -124,11 +126,12 @@ class PreemptionGuard:
 class _Window:
     """Accumulates per-step metrics between log points without forcing device syncs."""
 
-    def __init__(self):
+    def __init__(self, meter: FlopsMeter | None = None):
+        self.meter = meter
         self.reset()
 
     def reset(self):
-        self.metrics, self.start = [], time.perf_counter()
+        self.metrics, self.flops, self.start = [], 0.0, time.perf_counter()
 
     def add(self, metrics):
         self.metrics.append(metrics)
@@ -139,6 +142,9 @@ class _Window:
         out = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         tokens = float(np.sum([m["tokens"] for m in fetched]))
         out.update(tokens=tokens, tokens_per_sec=tokens / elapsed, step_time=elapsed / len(fetched))
+        if self.flops:
+            out["flops_per_step"] = self.flops / len(fetched)
+            out.update(self.meter.summary(self.flops, elapsed))
         return out
 
 
@@ -180,15 +186,26 @@ def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, 
         grad_accum_steps=config.parallel.grad_accum_steps, shardings=c.shardings,
     )  # fmt: skip
     _, dropout_rng = c.rngs()
-    num_steps, result, window = config.train.num_steps, None, _Window()
+    meter = _flops_meter(c, train_step)
+    num_steps, result, window = config.train.num_steps, None, _Window(meter)
+    first = int(state.step) + 1
     disable = None if multihost.is_main_process() else True  # None: only on a terminal
     bar = tqdm(total=num_steps, initial=int(state.step), desc="train", disable=disable)
-    with PreemptionGuard() as preemption, MetricWriter(workdir) as writer, bar:
-        for step in range(int(state.step) + 1, num_steps + 1):
+    tracer = Tracer(workdir, config.profile.trace_steps)
+    with PreemptionGuard() as preemption, MetricWriter(workdir) as writer, bar, tracer:
+        for step in range(first, num_steps + 1):
             batch = sharding.shard_batch(
                 next(c.data.train), c.shardings.batch, config.data.batch_size
             )
-            state, metrics = train_step(state, batch, dropout_rng)
+            flops = 0.0 if meter is None else meter.flops(state, batch, dropout_rng)
+            tracer.step(step, wait_for=state)
+            if step == first:
+                (state, metrics), seconds = _first_step(c, workdir, train_step, state, batch)
+                writer.write(step, "compile", {"first_step_seconds": seconds})
+                window.reset()  # compilation is not training throughput
+            else:
+                state, metrics = train_step(state, batch, dropout_rng)
+            window.flops += flops
             window.add(metrics)
             bar.update(1)
             if step % config.train.log_every == 0 or step == num_steps:
@@ -215,10 +232,32 @@ def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, 
     return state, result, True
 
 
+def _flops_meter(c: Components, train_step) -> FlopsMeter | None:
+    profile = c.config.profile
+    if not profile.log_mfu:
+        return None
+    return FlopsMeter(
+        train_step, dtype=c.config.model.dtype, peak_override=profile.peak_flops,
+        devices=c.mesh.size,
+    )  # fmt: skip
+
+
+def _first_step(c: Components, workdir: Path, train_step, state: TrainState, batch):
+    """The first step, timed with its compilation; dumps the optimized HLO if asked."""
+    _, dropout_rng = c.rngs()
+    out, seconds = timed_first_step(train_step, state, batch, dropout_rng)
+    _log(f"First step (compile + run) took {seconds:.1f} s.")
+    if c.config.profile.dump_hlo and multihost.is_main_process():  # after: keeps the timing true
+        path = dump_hlo(train_step.lower(out[0], batch, dropout_rng), workdir / "train_step.hlo")
+        _log(f"Wrote the optimized HLO of the train step to {path}")
+    return out, seconds
+
+
 def _format_train(step: int, s: dict[str, float]) -> str:
+    mfu = f" {s['flops_per_sec'] / 1e9:.1f} GFLOP/s MFU {s['mfu']:.1%}" if "mfu" in s else ""
     return (
         f"step {step}: loss {s['loss']:.4f} acc {s['accuracy']:.3f} "
-        f"lr {s['learning_rate']:.2e} {s['tokens_per_sec']:.0f} tok/s"
+        f"lr {s['learning_rate']:.2e} {s['tokens_per_sec']:.0f} tok/s{mfu}"
     )
 
 
