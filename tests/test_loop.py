@@ -128,3 +128,10 @@ def test_profiling_switches(tmp_path):
     # MFU is achieved FLOP/s over the given per-device peak times the devices of the mesh.
     peak = 1e11 * jax.device_count()
     assert train[-1]["mfu"] == pytest.approx(train[-1]["flops_per_sec"] / peak, rel=1e-6)
+
+
+def test_url_workdir_is_refused_clearly(tmp_path):
+    from s2s_jax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="gcsfuse"):
+        loop.train_and_evaluate(tiny_config(), "gs://bucket/run")

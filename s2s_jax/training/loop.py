@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.components import Components, build
-from s2s_jax.config import to_dict
+from s2s_jax.config import ConfigError, to_dict
 from s2s_jax.evaluation import EvalResult, evaluate, format_by_length, format_examples
 from s2s_jax.generate import generate
 from s2s_jax.metrics_writer import MetricWriter
@@ -154,6 +154,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     Returns an empty dict when a SIGTERM/SIGINT stopped the run early (after checkpointing).
     """
     multihost.initialize(multihost.DistributedConfig.from_section(config.parallel))
+    if "://" in str(workdir):
+        raise ConfigError(
+            f"Workdir {workdir} is a URL; metrics, run info and tokenizers are written with local "
+            "file APIs, so use a path on shared storage every host sees (e.g. a bucket mounted "
+            "with gcsfuse at /mnt/bucket, then --workdir /mnt/bucket/runs/x)."
+        )
     workdir = Path(workdir).resolve()
     mesh = make_mesh(MeshConfig.from_section(config.parallel))
     c = build(config, mesh=mesh, workdir=workdir)
