@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--alpha", type=float, help="GNMT length penalty for beam search")
         if name == "evaluate":
             p.add_argument("--split", help="TFDS data: the split to evaluate (e.g. test)")
+            p.add_argument(
+                "--max-examples",
+                type=int,
+                help="evaluate only the first N examples (default: the whole TFDS split; "
+                "synthetic tasks: the run's eval.max_examples)",
+            )
         if name == "decode":
             p.add_argument("--input", help="file with one source per line (default: stdin)")
             p.add_argument("--nbest", type=int, help="print the n best hypotheses per line")
@@ -106,7 +112,9 @@ def _decode_overrides(args) -> dict:
 def cmd_evaluate(args, extra: list[str]) -> int:
     from s2s_jax.inference import evaluate_workdir
 
-    result = evaluate_workdir(args.workdir, split=args.split, **_decode_overrides(args))
+    result = evaluate_workdir(
+        args.workdir, split=args.split, max_examples=args.max_examples, **_decode_overrides(args)
+    )
     print(json.dumps({k: round(v, 6) for k, v in result.metrics.items()}))
     return 0
 

@@ -20,16 +20,25 @@ DECODE_BATCH = 32
 
 
 def load_trained(
-    workdir: str | Path, *, split: str | None = None, **decode_overrides
+    workdir: str | Path,
+    *,
+    split: str | None = None,
+    max_examples: int | None = None,
+    **decode_overrides,
 ) -> tuple[Components, object]:
     """Rebuilds a run from ``workdir/config.json`` and restores its latest parameters.
 
-    ``split`` (TFDS sources) evaluates another split than the run's ``data.eval_split``.
+    ``split`` (TFDS sources) evaluates another split than the run's ``data.eval_split``;
+    ``max_examples`` replaces the run's ``eval.max_examples`` (0: the whole split).
     """
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"Workdir {workdir} does not exist; train into it first.")
     config = load_workdir_config(workdir)
+    if max_examples is not None:
+        if max_examples < 0:
+            raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
+        config.eval.max_examples = max_examples
     c = build(config, workdir=workdir, eval_split=split, **decode_overrides)
     ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True)
     with ckpt:
@@ -38,14 +47,22 @@ def load_trained(
 
 
 def evaluate_workdir(
-    workdir: str | Path, *, split: str | None = None, **decode_overrides
+    workdir: str | Path,
+    *,
+    split: str | None = None,
+    max_examples: int | None = None,
+    **decode_overrides,
 ) -> EvalResult:
     """Evaluates the latest checkpoint on an eval split; writes evaluate_*.json/.txt.
 
-    Synthetic tasks evaluate their held-out split; TFDS sources ``split`` (default: the run's
-    ``data.eval_split``), with sacrebleu scores and signatures.
+    Synthetic tasks evaluate their held-out split (``eval.max_examples`` of it); TFDS sources
+    ``split`` (default: the run's ``data.eval_split``), by default the whole split (training's
+    periodic evaluation uses a subset), with sacrebleu scores and signatures. ``max_examples``
+    limits either (0: all).
     """
-    c, params = load_trained(workdir, split=split, **decode_overrides)
+    if max_examples is None and load_workdir_config(workdir).data.source == "tfds":
+        max_examples = 0
+    c, params = load_trained(workdir, split=split, max_examples=max_examples, **decode_overrides)
     generate = jit_generate(c.model, c.decode_config)
     result = evaluate(
         params,
