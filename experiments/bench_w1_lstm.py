@@ -11,7 +11,7 @@ the same shapes on the copy task with its 14-symbol vocabulary.
     s2s profile --config experiments/bench_w1_lstm.py:tiny --workdir /tmp/w1 --vocab-size 64
 """
 
-from s2s_jax.config import base_config
+from s2s_jax.config import base_config, fixed_length_data
 
 
 def get_config(variant: str = ""):
@@ -26,23 +26,11 @@ def get_config(variant: str = ""):
     c.model.dropout = 0.0
     c.train.optimizer, c.train.learning_rate = "adam", 1e-3
     c.train.schedule, c.train.warmup_steps, c.train.grad_clip_norm = "constant", 0, 0.0
-    _fixed_length_data(c, length=32, batch_size=64)
+    fixed_length_data(c, length=32, batch_size=64)
     if variant == "tiny":
         c.name += "_tiny"
         c.model.embed_dim, c.model.hidden_size = 16, 32
-        _fixed_length_data(c, length=8, batch_size=8)
+        fixed_length_data(c, length=8, batch_size=8)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")
     return c
-
-
-def _fixed_length_data(c, *, length: int, batch_size: int):
-    # Copy task with sources of exactly length - 1 digits: every batch is [batch_size, length].
-    c.data.task = "copy"
-    c.data.min_length = c.data.max_length = length - 1
-    c.data.buckets = (length,)
-    c.data.num_train, c.data.num_eval = 16 * batch_size, batch_size
-    c.data.batch_size = batch_size
-    c.train.num_steps = 200
-    c.eval.every_steps = c.checkpoint.every_steps = 100
-    c.eval.batch_size, c.eval.max_examples = batch_size, batch_size

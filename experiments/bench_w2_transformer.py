@@ -11,7 +11,7 @@ batches); the task data here only fixes the length (31 digits + EOS = 32, one bu
     s2s profile --config experiments/bench_w2_transformer.py:tiny --workdir /tmp/w2 --vocab-size 64
 """
 
-from s2s_jax.config import base_config
+from s2s_jax.config import base_config, fixed_length_data
 
 VARIANTS = ("preln", "tiny", "tiny_preln")
 
@@ -33,21 +33,9 @@ def get_config(variant: str = ""):
     c.model.dropout = 0.1
     c.train.optimizer, c.train.learning_rate, c.train.weight_decay = "adamw", 1e-3, 0.01
     c.train.schedule, c.train.warmup_steps, c.train.grad_clip_norm = "constant", 0, 0.0
-    _fixed_length_data(c, length=32, batch_size=64)
+    fixed_length_data(c, length=32, batch_size=64)
     if variant.startswith("tiny"):
         c.model.d_model, c.model.num_heads, c.model.mlp_dim = 16, 2, 32
         c.model.encoder_layers = c.model.decoder_layers = 2
-        _fixed_length_data(c, length=8, batch_size=8)
+        fixed_length_data(c, length=8, batch_size=8)
     return c
-
-
-def _fixed_length_data(c, *, length: int, batch_size: int):
-    # Copy task with sources of exactly length - 1 digits: every batch is [batch_size, length].
-    c.data.task = "copy"
-    c.data.min_length = c.data.max_length = length - 1
-    c.data.buckets = (length,)
-    c.data.num_train, c.data.num_eval = 16 * batch_size, batch_size
-    c.data.batch_size = batch_size
-    c.train.num_steps = 200
-    c.eval.every_steps = c.checkpoint.every_steps = 100
-    c.eval.batch_size, c.eval.max_examples = batch_size, batch_size

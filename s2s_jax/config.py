@@ -46,6 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.attention = "luong_general"
     m.num_heads = 4
     m.input_feeding = True
+    m.unroll = 1  # time steps per loop iteration of the RNN time scans (1 = rolled)
     # Transformer family.
     m.d_model = 128
     m.head_dim = 0
@@ -150,6 +151,23 @@ def make_tiny(config: ml_collections.ConfigDict, min_length: int = 3, max_length
     e.every_steps, e.batch_size, e.max_examples = 10, 32, 64
     config.checkpoint.every_steps = 10
     config.profile.log_mfu = False  # measuring the matmul peak would take longer than the run
+    return config
+
+
+def fixed_length_data(config: ml_collections.ConfigDict, *, length: int, batch_size: int):
+    """Benchmark data in place: every batch is exactly ``[batch_size, length]`` on both sides.
+
+    The copy task with sources of ``length - 1`` symbols (+ EOS) and one bucket; benchmarks swap
+    in a larger synthetic vocabulary (``s2s profile --vocab-size``), only the shapes come from here.
+    """
+    d = config.data
+    d.task = "copy"
+    d.min_length = d.max_length = length - 1
+    d.buckets = (length,)
+    d.num_train, d.num_eval, d.batch_size = 16 * batch_size, batch_size, batch_size
+    config.train.num_steps = 200
+    config.eval.every_steps = config.checkpoint.every_steps = 100
+    config.eval.batch_size, config.eval.max_examples = batch_size, batch_size
     return config
 
 

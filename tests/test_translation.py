@@ -76,9 +76,12 @@ def test_train_evaluate_and_decode_on_tfds(data_dir, tmp_path, family, overrides
     assert {"bleu", "chrf", "ter", "loss"} <= set(metrics) and 0 <= metrics["bleu"] <= 100
     saved = json.loads((tmp_path / "eval_results.json").read_text())
     assert saved["bleu_signature"].startswith("nrefs:1") and "tok:13a" in saved["bleu_signature"]
+    # `s2s evaluate` scores the whole split; training's periodic BLEU only eval.max_examples.
+    assert config.eval.max_examples < SIZES["test"]
     result = evaluate_workdir(tmp_path, split="test")
-    assert len(result.hypotheses) == min(config.eval.max_examples, SIZES["test"])
+    assert len(result.hypotheses) == SIZES["test"]
     assert (tmp_path / "evaluate_test_greedy.json").is_file()
+    assert len(evaluate_workdir(tmp_path, split="test", max_examples=5).hypotheses) == 5
     out = Translator(tmp_path).translate(["el gato come pan.", "la niña ve una casa."])
     assert len(out) == 2 and all(isinstance(text, str) for ((text, _),) in out)
 
