@@ -67,6 +67,7 @@ class TransformerConfig:
       dropout, attention_dropout, activation_dropout: residual/embedding, attention-weight and
         MLP-hidden dropout rates, active only with ``train=True``.
       norm: "layernorm" or "rmsnorm". pre_norm: False gives post-LN (original / Marian).
+      norm_epsilon: variance epsilon of every norm (PyTorch's LayerNorm, hence Marian, uses 1e-5).
       position: "sinusoidal" | "learned" (tables of ``max_position`` rows added to the
         embeddings), "rope" (rotary, self-attention only) or "t5_relative" (bias buckets:
         ``relative_buckets``, ``relative_max_distance``; one table per stack).
@@ -91,6 +92,7 @@ class TransformerConfig:
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
     norm: str = "layernorm"
+    norm_epsilon: float = 1e-6
     pre_norm: bool = True
     position: str = "sinusoidal"
     max_position: int = 256
@@ -159,6 +161,10 @@ def _validate_sizes(cfg: TransformerConfig) -> None:
             raise ValueError(
                 f"TransformerConfig.{field} must be in [0, 1), got {getattr(cfg, field)}."
             )
+    if cfg.norm_epsilon <= 0:
+        raise ValueError(
+            f"TransformerConfig.norm_epsilon must be positive, got {cfg.norm_epsilon}."
+        )
     if cfg.head_dim < 0 or (cfg.head_dim == 0 and cfg.d_model % cfg.num_heads):
         raise ValueError(
             f"head_dim={cfg.head_dim} with d_model={cfg.d_model}, num_heads={cfg.num_heads}: "

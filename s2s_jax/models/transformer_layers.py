@@ -69,7 +69,7 @@ def _partitioned(
 
 def _layer_norm(config: TransformerConfig, name: str | None) -> nn.Module:
     return nn.LayerNorm(
-        epsilon=1e-6,
+        epsilon=config.norm_epsilon,
         dtype=DTYPES[config.dtype],
         param_dtype=DTYPES[config.param_dtype],
         scale_init=_partitioned(nn.initializers.ones, ("embed",)),
@@ -80,7 +80,7 @@ def _layer_norm(config: TransformerConfig, name: str | None) -> nn.Module:
 
 def _rms_norm(config: TransformerConfig, name: str | None) -> nn.Module:
     return nn.RMSNorm(
-        epsilon=1e-6,
+        epsilon=config.norm_epsilon,
         dtype=DTYPES[config.dtype],
         param_dtype=DTYPES[config.param_dtype],
         scale_init=_partitioned(nn.initializers.ones, ("embed",)),
