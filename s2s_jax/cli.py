@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--decode", choices=("greedy", "beam", "sample"), help="decoding method")
         p.add_argument("--beam-size", type=int, help="beam width (implies --decode beam if > 1)")
         p.add_argument("--alpha", type=float, help="GNMT length penalty for beam search")
+        p.add_argument("--min-length", type=int, help="block EOS before this many tokens")
+        p.add_argument(
+            "--no-repeat-ngram", type=int, help="never repeat an n-gram of this size (0: off)"
+        )
         if name == "evaluate":
             p.add_argument("--split", help="TFDS data: the split to evaluate (e.g. test)")
             p.add_argument(
@@ -105,6 +109,8 @@ def _decode_overrides(args) -> dict:
         "method": method,
         "beam_size": args.beam_size,
         "alpha": args.alpha,
+        "min_length": args.min_length,
+        "no_repeat_ngram_size": args.no_repeat_ngram,
         **{k: getattr(args, k, None) for k in ("nbest", *sampling)},
     }
 

@@ -24,6 +24,8 @@ class DecodeConfig:
     nbest: int = 1
     max_length_ratio: float = 1.5
     max_length_offset: int = 5
+    min_length: int = 0  # EOS is blocked until a hypothesis has this many tokens
+    no_repeat_ngram_size: int = 0  # > 0: never repeat an n-gram of this size within a hypothesis
     temperature: float = 1.0  # sampling only
     top_k: int = 0  # sampling only; 0 = off
     top_p: float = 1.0  # sampling only; 1 = off
@@ -36,6 +38,11 @@ class DecodeConfig:
             raise ValueError(
                 f"nbest={self.nbest} needs beam search with beam_size >= nbest "
                 f"(got method={self.method}, beam_size={self.beam_size})."
+            )
+        if self.min_length < 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError(
+                f"min_length and no_repeat_ngram_size must be >= 0 (0: off), got "
+                f"{self.min_length} and {self.no_repeat_ngram_size}."
             )
 
     @classmethod
@@ -51,21 +58,28 @@ class DecodeConfig:
         return int(math.ceil(self.max_length_ratio * src_len)) + self.max_length_offset
 
 
+def _constraints(cfg: DecodeConfig) -> dict[str, int]:
+    return {"min_length": cfg.min_length, "no_repeat_ngram_size": cfg.no_repeat_ngram_size}
+
+
 def _beam(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
     return decoding.beam_search(
         tokens_to_logits, cache, beam_size=cfg.beam_size, max_length=max_length,
-        alpha=cfg.alpha, max_lengths=max_lengths, nbest=cfg.nbest,
+        alpha=cfg.alpha, max_lengths=max_lengths, nbest=cfg.nbest, **_constraints(cfg),
     )  # fmt: skip
 
 
 def _greedy(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return decoding.greedy(tokens_to_logits, cache, max_length=max_length, max_lengths=max_lengths)
+    return decoding.greedy(
+        tokens_to_logits, cache, max_length=max_length, max_lengths=max_lengths, **_constraints(cfg)
+    )
 
 
 def _sample(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
     return decoding.sample(
         tokens_to_logits, cache, rng=jax.random.key(cfg.seed), max_length=max_length,
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_lengths=max_lengths,
+        **_constraints(cfg),
     )  # fmt: skip
 
 

@@ -106,3 +106,24 @@ def test_sampling_top_k_one_equals_greedy_and_seed_repeats():
     a = generate(params, SOURCES, model=model, cfg=hot)
     b = generate(params, SOURCES, model=model, cfg=hot)
     np.testing.assert_array_equal(a.sequences, b.sequences)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
+def test_min_length_and_no_repeat_ngram_reach_every_method(method):
+    model, params = make("transformer")
+    base = dict(method=method, beam_size=2, max_length_ratio=0.0, max_length_offset=8)
+    free = generate(params, SOURCES, model=model, cfg=DecodeConfig(**base))
+    rules = DecodeConfig(**base, min_length=6, no_repeat_ngram_size=1)
+    constrained = generate(params, SOURCES, model=model, cfg=rules)
+    lengths = np.asarray(constrained.lengths[:, 0])
+    assert np.all(lengths >= 6)  # EOS (counted in the length) is blocked before 6 tokens
+    for row, n in zip(np.asarray(constrained.sequences[:, 0]), lengths, strict=True):
+        body = row[: n - 1] if row[n - 1] == EOS_ID else row[:n]
+        assert len(set(body.tolist())) == len(body)  # no unigram repeats
+    # The constraints changed something: unconstrained decoding ends early or repeats a token.
+    assert not np.array_equal(np.asarray(free.sequences), np.asarray(constrained.sequences))
+
+
+def test_decode_constraints_validation():
+    with pytest.raises(ValueError, match="min_length and no_repeat_ngram_size"):
+        DecodeConfig(min_length=-1)
