@@ -33,6 +33,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from s2s_jax.config import base_config
+
 _STATE = "state"
 _DATA_STATE = "data_state"
 _CONFIG = "config"
@@ -119,12 +121,16 @@ def config_differences(saved_model: Mapping[str, Any], run_model: Mapping[str, A
 
     Returns:
       Lines like ``"model.hidden_size: checkpoint has 128, this run has 256"``, sorted by key;
-      empty when the sections are equal.
+      empty when the sections are equal. A key the checkpoint lacks (it predates that option)
+      counts as equal when this run keeps the option's default, so old checkpoints stay usable.
     """
     saved, run = _flatten(saved_model, _MODEL), _flatten(run_model, _MODEL)
+    defaults = _flatten(_to_json(base_config().model.to_dict(), _MODEL), _MODEL)
     lines = []
     for key in sorted(saved.keys() | run.keys()):
         old, new = saved.get(key, _ABSENT), run.get(key, _ABSENT)
+        if old is _ABSENT and key in defaults and new == defaults[key]:
+            continue
         if old != new:
             lines.append(f"{key}: checkpoint has {old!r}, this run has {new!r}")
     return lines

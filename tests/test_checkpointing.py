@@ -374,3 +374,12 @@ def test_save_rejects_bad_input(tmp_path, kwargs, match):
 def test_constructor_rejects_non_positive(tmp_path, kwargs):
     with pytest.raises(ValueError, match="must be a positive int"):
         Checkpointer(tmp_path, **kwargs)
+
+
+def test_checkpoint_predating_a_model_option_matches_its_default():
+    from s2s_jax.checkpointing import config_differences
+
+    run = {"hidden_size": 32, "unroll": 1}  # `unroll` added after the checkpoint was written
+    assert config_differences({"hidden_size": 32}, run) == []
+    lines = config_differences({"hidden_size": 32}, {"hidden_size": 32, "unroll": 8})
+    assert len(lines) == 1 and lines[0].startswith("model.unroll: checkpoint has")

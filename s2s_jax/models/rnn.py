@@ -219,6 +219,8 @@ class RecurrentLayer(nn.Module):
       reverse: scan from the end of the sequence.
       dtype: compute dtype.
       param_dtype: storage dtype of the parameters.
+      unroll: time steps per iteration of the compiled loop (``lax.scan``'s ``unroll``): same
+        maths, fewer loop iterations and a larger program to compile.
     """
 
     cell: str
@@ -226,6 +228,7 @@ class RecurrentLayer(nn.Module):
     reverse: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    unroll: int = 1
 
     @nn.compact
     def __call__(self, inputs: Array, mask: Array) -> tuple[Array, Carry]:
@@ -253,6 +256,7 @@ class RecurrentLayer(nn.Module):
             in_axes=1,
             out_axes=1,
             reverse=self.reverse,
+            unroll=self.unroll,
         )
         cell = cls(self.hidden_size, self.dtype, self.param_dtype, name="cell")
         final, outputs = scan(cell, carry, (gate_inputs, mask))
@@ -273,6 +277,7 @@ class RNNEncoder(nn.Module):
       dropout: dropout rate between layers (train only, rng ``"dropout"``).
       dtype: compute dtype.
       param_dtype: storage dtype of the parameters.
+      unroll: time steps per loop iteration of every layer's scan (see ``RecurrentLayer``).
     """
 
     cell: str
@@ -282,6 +287,7 @@ class RNNEncoder(nn.Module):
     dropout: float = 0.0
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    unroll: int = 1
 
     @nn.compact
     def __call__(
@@ -309,7 +315,7 @@ class RNNEncoder(nn.Module):
         return x, tuple(finals)
 
     def _layer(self, layer: int, x: Array, mask: Array) -> tuple[Array, Carry]:
-        kw = dict(cell=self.cell, hidden_size=self.hidden_size)
+        kw = dict(cell=self.cell, hidden_size=self.hidden_size, unroll=self.unroll)
         kw.update(dtype=self.dtype, param_dtype=self.param_dtype)
         if not self.bidirectional:
             return RecurrentLayer(name=f"layer_{layer}", **kw)(x, mask)

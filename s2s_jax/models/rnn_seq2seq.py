@@ -58,6 +58,9 @@ class RNNConfig:
       dropout: dropout rate between recurrent layers and before the output projection.
       dtype: compute dtype name, a key of ``DTYPES``.
       param_dtype: parameter storage dtype name, a key of ``DTYPES``.
+      unroll: time steps per loop iteration of the encoder's and the teacher-forced decoder's
+        time scans (``lax.scan``'s ``unroll``); 1 keeps one step per iteration. Same maths:
+        larger values trade compile time and program size for fewer loop iterations.
     """
 
     src_vocab_size: int
@@ -74,6 +77,7 @@ class RNNConfig:
     dropout: float = 0.0
     dtype: str = "float32"
     param_dtype: str = "float32"
+    unroll: int = 1
 
     def __post_init__(self) -> None:
         _check_choice("cell", self.cell, CELLS)
@@ -81,7 +85,7 @@ class RNNConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
         sizes = ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size", "num_heads")
-        for name in (*sizes, "encoder_layers", "decoder_layers"):
+        for name in (*sizes, "encoder_layers", "decoder_layers", "unroll"):
             _check_positive(name, getattr(self, name))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
@@ -279,7 +283,7 @@ class Bridge(nn.Module):
 
 
 def _scan_decoder(
-    step: _DecoderStep, cache: Cache, inputs: Array, memory: Memory, train: bool
+    step: _DecoderStep, cache: Cache, inputs: Array, memory: Memory, train: bool, unroll: int = 1
 ) -> StepOutput:
     """Teacher-forced decoding: the step scanned over axis 1 of ``[batch, tgt_len, 1, embed]``."""
 
@@ -292,6 +296,7 @@ def _scan_decoder(
         split_rngs={"params": False, "dropout": True},
         in_axes=(1, nn.broadcast),
         out_axes=1,
+        unroll=unroll,
     )
     return scan(step, cache, inputs, memory)
 
@@ -318,8 +323,9 @@ class RNNSeq2Seq(nn.Module):
             cfg.tgt_vocab_size, cfg.embed_dim, embedding_init=embed_init, **kw
         )
         self.encoder = RNNEncoder(
-            cfg.cell, cfg.hidden_size, cfg.encoder_layers, cfg.bidirectional, cfg.dropout, **kw
-        )
+            cfg.cell, cfg.hidden_size, cfg.encoder_layers, cfg.bidirectional, cfg.dropout,
+            unroll=cfg.unroll, **kw,
+        )  # fmt: skip
         self.bridge = Bridge(cfg.hidden_size, **kw) if cfg.bidirectional else None
         self.step = DECODER_STEPS[cfg.attention](cfg)
         self.output_dropout = nn.Dropout(cfg.dropout)
@@ -377,7 +383,9 @@ class RNNSeq2Seq(nn.Module):
         memory = self.step.prepare(encoded)
         cache = self.step.init_cache(self._initial_carry(encoded))
         inputs = self.tgt_embed(decoder_inputs)[:, :, None, :]  # beam dim 1
-        _, (features, weights) = _scan_decoder(self.step, cache, inputs, memory, train)
+        _, (features, weights) = _scan_decoder(
+            self.step, cache, inputs, memory, train, self.config.unroll
+        )
         logits = self._logits(features[:, :, 0], train)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return (logits, weights[:, :, 0]) if return_attention else logits

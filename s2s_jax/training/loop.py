@@ -269,9 +269,7 @@ def _format_train(step: int, s: dict[str, float]) -> str:
 
 def _format_eval(step: int, r: EvalResult) -> str:
     m = r.metrics
-    text = (
-        f" BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f} TER {m['ter']:.2f}" if "bleu" in m else ""
-    )
+    text = f" BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f} TER {m['ter']:.2f}" if "bleu" in m else ""
     return (
         f"eval @ {step}: loss {m['loss']:.4f} token_acc {m['token_accuracy']:.4f}{text} "
         f"exact_match {m['exact_match']:.2%} | {format_by_length(r.by_length)}"

@@ -1,0 +1,320 @@
+"""Runs workloads W1-W4 with s2s_jax and its peers in one process and prints one table.
+
+    python benchmarks/compare.py                                   # full sizes, all workloads
+    python benchmarks/compare.py --workloads W1,W3 --rounds 5 --steps 4 --json out.json
+    python benchmarks/compare.py --tiny --rounds 1 --steps 1       # smoke run, tiny shapes
+
+Workloads (/work/shared/bench/WORKLOADS.md): W1 LSTM attention training vs eager PyTorch; W2
+Transformer training vs Hugging Face Marian; W3 beam-4 and greedy decoding of 32 tokens vs HF
+``generate`` and CTranslate2 (float32, int8) on the same weights; W4 compile and step time of a
+12+12-layer Transformer and of the W1 model over 512 source tokens, scanned vs unrolled.
+
+Systems of a workload alternate: after ``--warmup`` untimed calls each, every round runs
+``--steps`` timed calls of each system in turn (W3 and W4: one call per system per round, so W3
+gives the median of ``--rounds`` decodes). Figures are medians; s2s_jax's compile time is
+measured ahead of time and reported on its own row (the peers run eagerly: no compile step).
+A peer whose packages are missing is skipped with one line. Ratios and the ceiling column are
+defined in ``benchmarks/report.py``; targets print PASS / MISS / SKIP after the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import resource
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: the repository root holds `benchmarks`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax
+
+from benchmarks import peers, report, s2s_side, workloads
+from benchmarks.harness import System, alternate
+from s2s_jax.profiling import measure_matmul_flops
+from s2s_jax.run_info import git_revision, package_versions
+
+WORKLOADS = ("W1", "W2", "W3", "W4")
+PEER_PACKAGES = ("torch", "transformers", "ctranslate2")
+W4_EXTRA = ("step", "memory")
+
+
+@dataclasses.dataclass
+class Context:
+    """Settings of one run and what it has skipped so far."""
+
+    tiny: bool
+    rounds: int
+    steps: int
+    warmup: int
+    full_unroll: bool
+    ceiling: float
+    workdir: str
+    skipped: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def sizes(self) -> workloads.Sizes:
+        return workloads.sizes(self.tiny)
+
+    def peer_ok(self, peer: str) -> bool:
+        """True if the peer's packages are installed; otherwise prints and records a skip."""
+        absent = peers.missing(peer)
+        if absent:
+            message = peers.skip_message(peer, absent)
+            if message not in self.skipped:
+                print(message, flush=True)
+                self.skipped.append(message)
+        return not absent
+
+    def measure(
+        self, systems: list[System], *, per_round: int, warmup: int, extra: tuple[str, ...] = ()
+    ) -> list[report.Row]:
+        """Alternates the systems of one workload; returns their rows (``extra``: see report)."""
+        print(f"timing {systems[0].workload}: {', '.join(s.name for s in systems)}", flush=True)
+        times = alternate(systems, rounds=self.rounds, per_round=per_round, warmup=warmup)
+        rows = []
+        for system in systems:
+            rows += report.system_rows(system, times[system.name], self.ceiling, extra)
+        return rows
+
+
+def _training_batches(ctx: Context, config, src_len: int | None = None, count: int = 4):
+    source, target = workloads.lengths(config)
+    return workloads.synthetic_batches(
+        batch=config.data.batch_size, src_len=src_len or source, tgt_len=target,
+        vocab=ctx.sizes.vocab, count=count, seed=config.seed,
+    )  # fmt: skip
+
+
+def run_w1(ctx: Context) -> list[report.Row]:
+    """W1: s2s_jax's LSTM attention train step vs the same model in eager PyTorch."""
+    config = workloads.w1_config(ctx.tiny)
+    batches = _training_batches(ctx, config)
+    ours = s2s_side.train_system("W1", "s2s_jax", config, ctx.sizes.vocab, batches)
+    systems = [ours]
+    if ctx.peer_ok("torch"):
+        from benchmarks.peers import torch_lstm
+
+        peer = torch_lstm.train_system("W1", config, ctx.sizes.vocab, batches, config.seed)
+        peer.flops_per_call = ours.flops_per_call
+        systems.append(peer)
+    return ctx.measure(systems, per_round=ctx.steps, warmup=ctx.warmup, extra=("memory",))
+
+
+def run_w2(ctx: Context) -> list[report.Row]:
+    """W2: s2s_jax's post-LN (and pre-LN) Transformer train step vs HF MarianMTModel."""
+    config = workloads.w2_config(ctx.tiny)
+    batches = _training_batches(ctx, config)
+    vocab = ctx.sizes.vocab
+    ours = s2s_side.train_system("W2", "s2s_jax", config, vocab, batches, note="post-LN")
+    pre_ln = s2s_side.train_system(
+        "W2", "s2s_jax pre-LN", workloads.w2_config(ctx.tiny, pre_ln=True), vocab, batches,
+        note="pre-LN variant (Marian is post-LN only)",
+    )  # fmt: skip
+    systems = [ours, pre_ln]
+    if ctx.peer_ok("hf_marian"):
+        from benchmarks.peers import hf_marian
+
+        peer = hf_marian.train_system("W2", config, vocab, batches)
+        peer.flops_per_call = ours.flops_per_call
+        systems.append(peer)
+    return ctx.measure(systems, per_round=ctx.steps, warmup=ctx.warmup)
+
+
+def _w3_model(ctx: Context, config):
+    """``(s2s model, params, hf_model or None)``: the same weights for every system if HF is in."""
+    if not ctx.peer_ok("hf_marian"):
+        model, params = s2s_side.random_transformer(config, ctx.sizes.vocab, config.seed)
+        return model, params, None
+    from benchmarks.peers import hf_marian
+    from s2s_jax.models.marian import from_marian
+    from s2s_jax.models.transformer import Transformer
+
+    hf_model = hf_marian.build_model(config.model, ctx.sizes.vocab, config.seed).eval()
+    transformer_config, params = from_marian(hf_model)
+    return Transformer(transformer_config), params, hf_model
+
+
+def run_w3(ctx: Context) -> list[report.Row]:
+    """W3: beam and greedy decoding of exactly ``gen_len`` tokens, s2s_jax vs HF and CT2."""
+    sz = ctx.sizes
+    config = workloads.w2_config(ctx.tiny)
+    inputs = workloads.synthetic_batches(
+        batch=sz.decode_batch, src_len=sz.decode_src_len, tgt_len=1, vocab=sz.vocab, count=1,
+        seed=config.seed,
+    )[0]["inputs"]  # fmt: skip
+    model, params, hf_model = _w3_model(ctx, config)
+    ct2_dir = None
+    if ctx.peer_ok("ct2") and hf_model is not None:  # ct2 needs transformers too
+        from benchmarks.peers import ct2
+
+        ct2_dir = ct2.convert(hf_model, Path(ctx.workdir) / "ct2_marian")
+    rows = []
+    for label, beam in (("W3 beam", sz.beam), ("W3 greedy", 1)):
+        kw = dict(beam_size=beam, length=sz.gen_len)
+        systems = [s2s_side.decode_system(label, "s2s_jax", model, params, inputs, **kw)]
+        if hf_model is not None:
+            from benchmarks.peers import hf_marian
+
+            systems.append(hf_marian.generate_system(label, hf_model, inputs, **kw))
+        if ct2_dir is not None:
+            from benchmarks.peers import ct2
+
+            for compute_type in ct2.COMPUTE_TYPES:
+                systems.append(
+                    ct2.decode_system(label, ct2_dir, compute_type, sz.vocab, inputs, **kw)
+                )
+        rows += ctx.measure(systems, per_round=1, warmup=1)
+    return rows
+
+
+def _variant(workload: str, name: str, config, vocab, batches, *, reference: bool) -> System:
+    print(f"compiling {workload}: {name}", flush=True)
+    system = s2s_side.train_system(workload, name, config, vocab, batches)
+    system.peer = reference  # the unrolled variants are what the scans are compared with
+    return system
+
+
+def run_w4(ctx: Context) -> list[report.Row]:
+    """W4: compile and step time, scanned vs unrolled (deep Transformer, LSTM over 512 tokens)."""
+    sz, vocab = ctx.sizes, ctx.sizes.vocab
+    deep = s2s_side.with_model(
+        workloads.w2_config(ctx.tiny), encoder_layers=sz.deep_layers, decoder_layers=sz.deep_layers
+    )
+    label = "W4 transformer"
+    batches = _training_batches(ctx, deep, count=2)
+    systems = [
+        _variant(label, "s2s_jax scanned", deep, vocab, batches, reference=False),
+        _variant(label, "s2s_jax unrolled", s2s_side.with_model(deep, scan_layers=False), vocab,
+                 batches, reference=True),
+    ]  # fmt: skip
+    rows = ctx.measure(systems, per_round=1, warmup=1, extra=W4_EXTRA)
+    lstm = workloads.w1_config(ctx.tiny)
+    label = "W4 lstm"
+    batches = _training_batches(ctx, lstm, src_len=sz.long_src_len, count=2)
+    unrolls = [sz.partial_unroll] + ([sz.long_src_len] if ctx.full_unroll else [])
+    systems = [_variant(label, "s2s_jax scanned", lstm, vocab, batches, reference=False)]
+    for unroll in unrolls:
+        name = "s2s_jax unrolled" if unroll == sz.long_src_len else f"s2s_jax unroll {unroll}"
+        config = s2s_side.with_model(lstm, unroll=unroll)
+        systems.append(_variant(label, name, config, vocab, batches, reference=True))
+    return rows + ctx.measure(systems, per_round=1, warmup=1, extra=W4_EXTRA)
+
+
+RUNNERS: dict[str, Callable[[Context], list[report.Row]]] = {
+    "W1": run_w1,
+    "W2": run_w2,
+    "W3": run_w3,
+    "W4": run_w4,
+}
+
+
+def machine_ceiling(tiny: bool) -> tuple[float, str]:
+    """Matmul ceiling in FLOP/s: f32 2048^3 on a CPU, bf16 8192^3 on an accelerator."""
+    on_cpu = jax.default_backend() == "cpu"
+    size = (256 if tiny else 2048) if on_cpu else (1024 if tiny else 8192)
+    dtype = "float32" if on_cpu else "bfloat16"
+    repeats = 3 if tiny else 20
+    flops = measure_matmul_flops(size, repeats, dtype=dtype)
+    device = jax.devices()[0].device_kind
+    return flops, f"{dtype} {size}^3 jnp.dot under jit, median of {repeats}, {device}"
+
+
+def parse_workloads(text: str) -> list[str]:
+    """``"W1,W3"`` -> ``["W1", "W3"]``, rejecting unknown names."""
+    names = [part.strip().upper() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in RUNNERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"Unknown workloads {unknown or text!r}; choose from {', '.join(WORKLOADS)}."
+        )
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workloads",
+        type=parse_workloads,
+        default=list(WORKLOADS),
+        help="comma-separated subset of W1,W2,W3,W4 (default: all)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="alternation rounds (default 5)")
+    parser.add_argument(
+        "--steps", type=int, default=4, help="timed training steps per system per round (default 4)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=2,
+        help="untimed training steps per system before timing (default 2)",
+    )
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes (smoke runs, tests)")
+    parser.add_argument(
+        "--full-unroll",
+        action="store_true",
+        help="W4: also fully unroll the LSTM over 512 steps (compiles for minutes)",
+    )
+    return parser  # fmt: skip
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = package_versions()
+    for name in PEER_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the selected workloads; prints the table and targets; returns the JSON payload."""
+    args = build_parser().parse_args(argv)
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
+        raise SystemExit("--rounds and --steps must be >= 1 and --warmup >= 0.")
+    # A persistent compilation cache (JAX_COMPILATION_CACHE_DIR) would turn compiles into reads.
+    jax.config.update("jax_enable_compilation_cache", False)
+    ceiling, ceiling_source = machine_ceiling(args.tiny)
+    print(f"machine ceiling: {ceiling / 1e9:.1f} GFLOP/s ({ceiling_source})", flush=True)
+    rows: list[report.Row] = []
+    with tempfile.TemporaryDirectory(prefix="s2s_bench_") as workdir:
+        ctx = Context(args.tiny, args.rounds, args.steps, args.warmup, args.full_unroll,
+                      ceiling, workdir)  # fmt: skip
+        for name in args.workloads:
+            rows += RUNNERS[name](ctx)
+    rows = report.add_ratios(rows)
+    targets = report.check_targets(rows)
+    print()
+    print(report.format_table(rows))
+    print(report.LEGEND)
+    print()
+    print(report.format_targets(targets))
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    print(f"\nprocess peak RSS {peak_rss / 2**20:.0f} MiB (all systems of the run together)")
+    info = {
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "machine": {
+            "ceiling_flops_per_sec": ceiling, "ceiling_source": ceiling_source,
+            "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
+            "process_peak_rss_bytes": peak_rss,
+        },
+        "skipped": ctx.skipped,
+        "git_revision": git_revision(),
+        "packages": _versions(),
+    }  # fmt: skip
+    if args.json:
+        report.write_json(args.json, rows, targets, **info)
+        print(f"wrote {args.json}")
+    return {**info, "rows": rows, "targets": targets}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""W3 peer: CTranslate2 decoding the Hugging Face Marian weights (float32 and int8).
+
+CTranslate2's own Marian converter assumes Opus-MT's layout: ``<pad>`` last in the vocabulary
+and a decoder that starts from a zero embedding. The W3 model uses s2s_jax's ids instead (pad 0,
+decoder start ``<s>`` = 1, eos 2), so the spec is built here with CTranslate2's BART loader (the
+same post-LN encoder-decoder layers) and Marian's settings: no embedding LayerNorm, decoding
+starts from ``<s>``'s embedding, and a generated vocabulary ``<pad> <s> </s> <unk> t4 t5 ...``
+maps ids to the token strings CTranslate2 reads and writes. int8 is the same float32 model
+quantised when it is loaded (``compute_type="int8"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+import transformers
+from ctranslate2.converters.converter import Converter
+from ctranslate2.converters.transformers import BartLoader
+
+from benchmarks.harness import System
+from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+
+COMPUTE_TYPES = ("float32", "int8")
+
+
+def token_strings(vocab: int) -> list[str]:
+    """Token string of every id: the s2s_jax specials, then ``t<id>``."""
+    return list(SPECIAL_TOKENS) + [f"t{i}" for i in range(len(SPECIAL_TOKENS), vocab)]
+
+
+class _MarianLoader(BartLoader):
+    """BART's loader with Marian's layout and s2s_jax's special tokens (no tokenizer needed)."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+
+    def get_model_spec(self, model):
+        # BartLoader reads these flags; Marian is post-LN without an embedding LayerNorm (both
+        # False: true of every MarianConfig, so setting them changes nothing for HF).
+        model.config.normalize_before = False
+        model.config.normalize_embedding = False
+        return super().get_model_spec(model)
+
+    def get_vocabulary(self, model, tokenizer):
+        return self.tokens
+
+    def set_config(self, config, model, tokenizer):
+        config.bos_token = self.tokens[BOS_ID]
+        config.eos_token = self.tokens[EOS_ID]
+        config.unk_token = self.tokens[UNK_ID]
+        config.decoder_start_token = self.tokens[model.config.decoder_start_token_id]
+
+
+class _InMemoryConverter(Converter):
+    def __init__(self, model: transformers.MarianMTModel):
+        self.model = model
+
+    def _load(self):
+        tokens = token_strings(self.model.config.vocab_size)
+        return _MarianLoader(tokens)(self.model, None)
+
+
+def convert(model: transformers.MarianMTModel, output_dir: str | Path) -> str:
+    """Writes the CTranslate2 float32 model of an s2s_jax-id ``MarianMTModel``; returns its dir."""
+    if model.config.decoder_start_token_id != BOS_ID or model.config.pad_token_id != PAD_ID:
+        raise ValueError(
+            "convert() expects s2s_jax's ids (pad 0, decoder start 1), as marian_test_config "
+            f"sets; got pad {model.config.pad_token_id}, start "
+            f"{model.config.decoder_start_token_id}. Use ctranslate2's own converter for Opus-MT."
+        )
+    return _InMemoryConverter(model.eval()).convert(str(output_dir), force=True)
+
+
+def translator(model_dir: str, compute_type: str) -> ctranslate2.Translator:
+    """A Translator on the GPU if CTranslate2 sees one, else the CPU with all its threads."""
+    if compute_type not in COMPUTE_TYPES:
+        raise ValueError(f"compute_type {compute_type!r}: choose {', '.join(COMPUTE_TYPES)}.")
+    if ctranslate2.get_cuda_device_count() > 0:
+        return ctranslate2.Translator(model_dir, device="cuda", compute_type=compute_type)
+    threads = os.cpu_count() or 1
+    return ctranslate2.Translator(
+        model_dir, device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads
+    )
+
+
+def translate_ids(
+    model: ctranslate2.Translator,
+    tokens: list[str],
+    inputs: np.ndarray,
+    *,
+    beam_size: int,
+    length: int,
+) -> list[list[int]]:
+    """Decodes ``inputs`` [batch, src_len] ids for ``length`` steps; returns the ids per row.
+
+    EOS is blocked for ``length - 1`` steps (``min_decoding_length``) and the decode stops at
+    ``length`` (``max_decoding_length``): the same step count as s2s_jax and ``generate``.
+    ``tokens`` is ``token_strings(vocab)``, the vocabulary the model was converted with.
+    """
+    source = [[tokens[i] for i in row] for row in inputs.tolist()]
+    results = model.translate_batch(
+        source, beam_size=beam_size, min_decoding_length=length - 1,
+        max_decoding_length=length, length_penalty=1.0, num_hypotheses=1,
+    )  # fmt: skip
+    index = {token: i for i, token in enumerate(tokens)}
+    return [[index[token] for token in r.hypotheses[0]] for r in results]
+
+
+def decode_system(
+    workload: str,
+    model_dir: str,
+    compute_type: str,
+    vocab: int,
+    inputs: np.ndarray,
+    *,
+    beam_size: int,
+    length: int,
+) -> System:
+    """``translate_batch`` of ``inputs`` [batch, src_len] with one compute type, as a System."""
+    model = translator(model_dir, compute_type)
+    tokens = token_strings(vocab)
+
+    def run_once() -> None:
+        translate_ids(model, tokens, inputs, beam_size=beam_size, length=length)
+
+    return System(
+        workload=workload,
+        name=f"ct2_{compute_type}",
+        run_once=run_once,
+        work_per_call=float(inputs.shape[0] * length),
+        peer=True,
+        note=f"{model.device}, length_penalty 1.0",
+    )

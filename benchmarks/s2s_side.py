@@ -1,0 +1,147 @@
+"""The s2s_jax systems: jitted train steps (W1, W2, W4) and fixed-length decoding (W3).
+
+Each is compiled ahead of time (the compile time is reported on its own, never inside a step
+time) and returned as a ``harness.System`` whose call waits for its results.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from benchmarks.harness import System
+from s2s_jax.generate import DecodeConfig, jit_generate
+from s2s_jax.models.registry import build_model
+from s2s_jax.profiling import compile_step, count_flops, memory_stats
+from s2s_jax.training.optimizer import OptimizerConfig, make_optimizer
+from s2s_jax.training.state import make_init_fn, param_count
+from s2s_jax.training.step import jit_train_step
+
+
+def with_model(config: ml_collections.ConfigDict, **fields: Any) -> ml_collections.ConfigDict:
+    """A copy of the run config with ``model.<field>`` values replaced (e.g. layers, unroll)."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for name, value in fields.items():
+        config.model[name] = value
+    return config
+
+
+def count_params(config: ml_collections.ConfigDict, vocab: int) -> int:
+    """Parameters of the experiment's model with both vocabularies of size ``vocab``."""
+    model, _ = build_model(config.model, vocab, vocab)
+    tx, _ = make_optimizer(OptimizerConfig.from_section(config.train))
+    state = jax.eval_shape(make_init_fn(model, tx), jax.random.key(0))
+    return param_count(state.params)
+
+
+def train_system(
+    workload: str,
+    name: str,
+    config: ml_collections.ConfigDict,
+    vocab: int,
+    batches: list[dict[str, np.ndarray]],
+    note: str = "",
+) -> System:
+    """The experiment's jitted train step on fixed synthetic batches.
+
+    Args:
+      workload: workload label of the rows.
+      name: system name of the rows.
+      config: the run config (model, optimizer; ``seed``).
+      vocab: source = target vocabulary size.
+      batches: host batches ``{inputs: [batch, src_len], targets: [batch, tgt_len]}``, cycled.
+      note: remark printed with the rows.
+
+    Returns:
+      A System whose call is one update (state donated and carried between calls), with the
+      compile time, counted FLOPs per step (scans counted in full) and XLA's memory figure.
+    """
+    model, _ = build_model(config.model, vocab, vocab)
+    tx, schedule = make_optimizer(OptimizerConfig.from_section(config.train))
+    init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+    state = jax.jit(make_init_fn(model, tx))(init_rng)
+    step = jit_train_step(model, tx, schedule, config.train.label_smoothing)
+    on_device = [jax.device_put(b) for b in batches]
+    compiled, compile_seconds = compile_step(step, state, on_device[0], dropout_rng)
+    flops = count_flops(step, state, on_device[0], dropout_rng)
+    carry = {"state": state, "calls": 0}
+
+    def run_once() -> None:
+        batch = on_device[carry["calls"] % len(on_device)]
+        carry["state"], metrics = compiled(carry["state"], batch, dropout_rng)
+        carry["calls"] += 1
+        jax.block_until_ready((carry["state"], metrics))
+
+    return System(
+        workload=workload,
+        name=name,
+        run_once=run_once,
+        work_per_call=float(np.count_nonzero(batches[0]["targets"])),
+        compile_seconds=compile_seconds,
+        flops_per_call=flops,
+        memory_bytes=memory_stats(compiled).get("total_bytes"),
+        note=note,
+    )
+
+
+def fixed_length_generate(model: nn.Module, *, beam_size: int, length: int, alpha: float):
+    """``jit_generate`` for ``(params, inputs [batch, src_len])`` taking exactly ``length`` steps.
+
+    EOS is blocked for the first ``length - 1`` tokens (``min_length``) and forced at the last
+    one (the length cap), so every row takes ``length`` decoder steps whatever the weights (the
+    W3 workload: the same work for every system). ``beam_size`` 1 is greedy decoding; larger
+    sizes beam search with the GNMT length penalty ``alpha``. Sequences are
+    ``[batch, 1, length]``.
+    """
+    if length < 2 or beam_size < 1:
+        raise ValueError(f"Need length >= 2 and beam_size >= 1, got {length}, {beam_size}.")
+    cfg = DecodeConfig(
+        method="greedy" if beam_size == 1 else "beam", beam_size=beam_size, alpha=alpha,
+        max_length_ratio=0.0, max_length_offset=length, min_length=length - 1,
+    )  # fmt: skip
+    return jit_generate(model, cfg)
+
+
+def decode_system(
+    workload: str,
+    name: str,
+    model: nn.Module,
+    params: Any,
+    inputs: np.ndarray,
+    *,
+    beam_size: int,
+    length: int,
+    alpha: float = 0.6,
+) -> System:
+    """``fixed_length_generate`` compiled for ``inputs`` [batch, src_len], as a System."""
+    generate = fixed_length_generate(model, beam_size=beam_size, length=length, alpha=alpha)
+    inputs = jax.device_put(inputs)
+    params = jax.device_put(params)
+    compiled, compile_seconds = compile_step(generate, params, inputs)
+
+    def run_once() -> None:
+        jax.block_until_ready(compiled(params, inputs))
+
+    return System(
+        workload=workload,
+        name=name,
+        run_once=run_once,
+        work_per_call=float(inputs.shape[0] * length),
+        compile_seconds=compile_seconds,
+        memory_bytes=memory_stats(compiled).get("total_bytes"),
+        note=f"beam {beam_size}, GNMT alpha {alpha}" if beam_size > 1 else "greedy",
+    )
+
+
+def random_transformer(config: ml_collections.ConfigDict, vocab: int, seed: int = 0):
+    """``(model, params)``: the experiment's Transformer randomly initialised (W3 fallback)."""
+    model, _ = build_model(config.model, vocab, vocab)
+    dummy = np.ones((1, 8), np.int32)
+    init = functools.partial(model.init, train=False)
+    variables = jax.jit(init)(jax.random.key(seed), dummy, dummy)
+    return model, nn.meta.unbox(variables)["params"]
