@@ -84,9 +84,9 @@ def _step_through(model, variables, memory, cache, beam):
 
 
 @functools.cache
-def _outputs(cell: str, attention: str) -> dict:
+def _outputs(cell: str, attention: str, input_feeding: bool = True) -> dict:
     """Everything the per-(cell, attention) tests check, computed under one compilation."""
-    model = RNNSeq2Seq(_config(cell, attention))
+    model = RNNSeq2Seq(_config(cell, attention, input_feeding=input_feeding))
 
     def run(variables):
         encoded = model.apply(variables, SRC, train=False, method="encode")
@@ -114,6 +114,18 @@ def test_cached_decoding_matches_teacher_forcing(cell, attention):
     np.testing.assert_allclose(out["beam1"][:, :, 0], out["logits"], atol=TOL)
     for beam in range(2):
         np.testing.assert_allclose(out["beam2"][:, :, beam], out["logits"], atol=TOL)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("attention", ["luong_general", "multihead"])
+def test_parallel_teacher_forcing_matches_cached_steps(cell, attention):
+    # Without input feeding, `decode` runs the LSTM stack over the whole target sequence and
+    # attends for all positions at once (LuongDecoderStep.sequence); decode_step still steps.
+    model = RNNSeq2Seq(_config(cell, attention, input_feeding=False))
+    assert model.bind(_random_variables(model)).step.parallel
+    out = _outputs(cell, attention, input_feeding=False)
+    np.testing.assert_allclose(out["beam1"][:, :, 0], out["logits"], atol=TOL)
+    np.testing.assert_allclose(out["beam2"][:, :, 1], out["logits"], atol=TOL)
 
 
 @pytest.mark.parametrize("cell,attention", CASES)

@@ -328,7 +328,12 @@ class RNNEncoder(nn.Module):
 
 
 class StackedCells(nn.Module):
-    """A multi-layer recurrent stack advanced by a single time step (for decoders).
+    """A multi-layer recurrent stack for decoders: one time step, or a whole known sequence.
+
+    One step (``over_time=False``) is what decoding and input-feeding decoders need. With
+    ``over_time=True`` (teacher forcing without input feeding) every layer's inputs for all time
+    steps are projected with one matmul and only the recurrence is scanned, as in
+    ``RecurrentLayer``; the parameters are the same either way.
 
     Attributes:
       cell: a key of ``CELLS``.
@@ -348,17 +353,26 @@ class StackedCells(nn.Module):
 
     @nn.compact
     def __call__(
-        self, carry: tuple[Carry, ...], inputs: Array, *, train: bool
+        self,
+        carry: tuple[Carry, ...],
+        inputs: Array,
+        *,
+        train: bool,
+        over_time: bool = False,
+        unroll: int = 1,
     ) -> tuple[tuple[Carry, ...], Array]:
-        """One step through every layer.
+        """One step, or every step of a sequence, through every layer.
 
         Args:
-          carry: one carry per layer, leaves ``[..., hidden]``.
-          inputs: ``[..., features]``.
+          carry: one carry per layer, leaves ``[..., hidden]`` (``[batch, ..., hidden]``).
+          inputs: ``[..., features]``; with ``over_time``, ``[batch, length, ..., features]``.
           train: enables dropout between layers.
+          over_time: run the whole sequence on axis 1 of ``inputs``.
+          unroll: time steps per loop iteration of the scans (``over_time`` only).
 
         Returns:
-          ``(new_carry, top_hidden)`` with top_hidden ``[..., hidden]``.
+          ``(new_carry, top_hidden)`` with top_hidden ``[..., hidden]`` (with ``over_time``:
+          ``[batch, length, ..., hidden]``, and the carry after the last step).
         """
         if len(carry) != self.num_layers:
             raise ValueError(
@@ -367,6 +381,14 @@ class StackedCells(nn.Module):
             )
         cls = cell_type(self.cell)
         dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
+        scan = nn.scan(
+            _cell_step,
+            variable_broadcast="params",
+            split_rngs={"params": False},
+            in_axes=1,
+            out_axes=1,
+            unroll=unroll,
+        )
         x, new_carry = inputs, []
         for layer, layer_carry in enumerate(carry):
             if layer > 0:
@@ -375,6 +397,11 @@ class StackedCells(nn.Module):
                 cls.num_gates * self.hidden_size, INPUT_AXES, name=f"input_proj_{layer}", **dense_kw
             )
             cell = cls(self.hidden_size, self.dtype, self.param_dtype, name=f"cell_{layer}")
-            layer_carry, x = cell(layer_carry, proj(x))
+            step = scan if over_time else _cell_step
+            layer_carry, x = step(cell, layer_carry, proj(x))
             new_carry.append(layer_carry)
         return tuple(new_carry), x
+
+
+def _cell_step(cell: nn.Module, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
+    return cell(carry, gate_inputs)

@@ -242,6 +242,31 @@ class LuongDecoderStep(_DecoderStep):
         new_cache = {"carry": carry, "feed": attentional} if feeding else {"carry": carry}
         return new_cache, (attentional, weights)
 
+    @property
+    def parallel(self) -> bool:
+        """Without input feeding, teacher forcing needs no step loop around the attention."""
+        return not self.config.input_feeding
+
+    def sequence(
+        self, cache: Cache, inputs: Array, memory: Memory, *, train: bool, unroll: int = 1
+    ) -> StepOutput:
+        """Teacher forcing over ``inputs`` ``[batch, tgt_len, 1, embed]`` at once (``parallel``).
+
+        The LSTM stack runs the sequence with its input projections hoisted out of the time
+        scan; attention and the attentional layer then see all target positions in one batch
+        (as the beam axis). Same maths as scanning ``__call__``; outputs ``[batch, tgt_len, 1,
+        ...]`` like the scan's.
+        """
+        if not self.parallel:
+            raise ValueError("LuongDecoderStep.sequence needs input_feeding=False.")
+        carry, hidden = self.cells(
+            cache["carry"], inputs, train=train, over_time=True, unroll=unroll
+        )
+        hidden = hidden[:, :, 0]
+        context, weights = self.attention(hidden, memory)
+        attentional = jnp.tanh(self.attentional(jnp.concatenate([context, hidden], axis=-1)))
+        return {"carry": carry}, (attentional[:, :, None], weights[:, :, None])
+
 
 DECODER_STEPS: dict[str, type[_DecoderStep]] = {
     "none": ContextDecoderStep,
@@ -383,9 +408,14 @@ class RNNSeq2Seq(nn.Module):
         memory = self.step.prepare(encoded)
         cache = self.step.init_cache(self._initial_carry(encoded))
         inputs = self.tgt_embed(decoder_inputs)[:, :, None, :]  # beam dim 1
-        _, (features, weights) = _scan_decoder(
-            self.step, cache, inputs, memory, train, self.config.unroll
-        )
+        if getattr(self.step, "parallel", False):
+            _, (features, weights) = self.step.sequence(
+                cache, inputs, memory, train=train, unroll=self.config.unroll
+            )
+        else:
+            _, (features, weights) = _scan_decoder(
+                self.step, cache, inputs, memory, train, self.config.unroll
+            )
         logits = self._logits(features[:, :, 0], train)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return (logits, weights[:, :, 0]) if return_attention else logits
