@@ -60,7 +60,8 @@ def evaluate_workdir(
     periodic evaluation uses a subset), with sacrebleu scores and signatures. ``max_examples``
     limits either (0: all).
     """
-    if max_examples is None and load_workdir_config(workdir).data.source == "tfds":
+    tfds = Path(workdir).is_dir() and load_workdir_config(workdir).data.source == "tfds"
+    if max_examples is None and tfds:  # (a missing workdir fails in load_trained)
         max_examples = 0
     c, params = load_trained(workdir, split=split, max_examples=max_examples, **decode_overrides)
     generate = jit_generate(c.model, c.decode_config)
