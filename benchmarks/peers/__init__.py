@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks.harness import System
 
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
@@ -51,3 +55,38 @@ def synchronize(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
+
+
+def torch_training_system(
+    workload: str,
+    name: str,
+    *,
+    loss: Callable[[Any, Any], Any],
+    optimizer: Any,
+    tensors: Sequence[tuple[Any, Any]],
+    device: str,
+    work_per_call: float,
+    note: str,
+) -> System:
+    """One eager PyTorch update per call: ``loss(src, tgt)``, backward, optimizer step.
+
+    ``tensors`` are ``(src, tgt)`` pairs on ``device``, cycled call after call.
+    """
+    calls = [0]
+
+    def run_once() -> None:
+        src, tgt = tensors[calls[0] % len(tensors)]
+        calls[0] += 1
+        loss(src, tgt).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
+
+    return System(
+        workload=workload,
+        name=name,
+        run_once=run_once,
+        work_per_call=work_per_call,
+        peer=True,
+        note=note,
+    )

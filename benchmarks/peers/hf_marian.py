@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from benchmarks.harness import System
-from benchmarks.peers import synchronize, torch_device
+from benchmarks.peers import synchronize, torch_device, torch_training_system
 from s2s_jax.data.vocab import PAD_ID
 from s2s_jax.models.marian import marian_test_config
 
@@ -60,26 +60,16 @@ def train_system(
         model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
     )
     tensors = [_tensors(b, device) for b in batches]
-    calls = [0]
 
-    def run_once() -> None:
-        src, tgt = tensors[calls[0] % len(tensors)]
-        calls[0] += 1
+    def loss(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         # labels -> decoder inputs [decoder start, labels[:-1]] and the mean token CE.
-        loss = model(input_ids=src, attention_mask=src != PAD_ID, labels=tgt).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
+        return model(input_ids=src, attention_mask=src != PAD_ID, labels=tgt).loss
 
-    return System(
-        workload=workload,
-        name="hf_marian",
-        run_once=run_once,
+    return torch_training_system(
+        workload, "hf_marian", loss=loss, optimizer=optimizer, tensors=tensors, device=device,
         work_per_call=float(np.count_nonzero(batches[0]["targets"])),
-        peer=True,
         note=f"MarianMTModel eager, AdamW, {device}, {torch.get_num_threads()} threads",
-    )
+    )  # fmt: skip
 
 
 def generate_tokens(

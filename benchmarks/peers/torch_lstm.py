@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from benchmarks.harness import System
-from benchmarks.peers import synchronize, torch_device
+from benchmarks.peers import torch_device, torch_training_system
 from s2s_jax.data.vocab import BOS_ID, PAD_ID
 
 
@@ -134,23 +134,13 @@ def train_system(
         tuple(torch.from_numpy(b[k]).long().to(device) for k in ("inputs", "targets"))
         for b in batches
     ]
-    calls = [0]
 
-    def run_once() -> None:
-        src, tgt = tensors[calls[0] % len(tensors)]
-        calls[0] += 1
+    def loss(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         logits = model(src, _decoder_inputs(tgt))
-        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        synchronize(device)
+        return loss_fn(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
 
-    return System(
-        workload=workload,
-        name="torch",
-        run_once=run_once,
+    return torch_training_system(
+        workload, "torch", loss=loss, optimizer=optimizer, tensors=tensors, device=device,
         work_per_call=float(np.count_nonzero(batches[0]["targets"])),
-        peer=True,
         note=f"eager nn.LSTM, {device}, {torch.get_num_threads()} threads",
-    )
+    )  # fmt: skip
