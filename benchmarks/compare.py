@@ -263,18 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser  # fmt: skip
 
 
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    versions = package_versions()
-    for name in PEER_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Runs the selected workloads; prints the table and targets; returns the JSON payload."""
     args = build_parser().parse_args(argv)
@@ -308,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "skipped": ctx.skipped,
         "git_revision": git_revision(),
-        "packages": _versions(),
+        "packages": package_versions() | package_versions(PEER_PACKAGES),
     }  # fmt: skip
     if args.json:
         report.write_json(args.json, rows, targets, **info)

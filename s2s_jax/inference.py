@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 
 from s2s_jax.checkpointing import Checkpointer
@@ -19,31 +20,32 @@ from s2s_jax.training.step import jit_eval_step
 DECODE_BATCH = 32
 
 
-def load_trained(
-    workdir: str | Path,
-    *,
-    split: str | None = None,
-    max_examples: int | None = None,
-    **decode_overrides,
-) -> tuple[Components, object]:
-    """Rebuilds a run from ``workdir/config.json`` and restores its latest parameters.
-
-    ``split`` (TFDS sources) evaluates another split than the run's ``data.eval_split``;
-    ``max_examples`` replaces the run's ``eval.max_examples`` (0: the whole split).
-    """
+def _read_workdir(workdir: str | Path) -> tuple[Path, ml_collections.ConfigDict]:
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"Workdir {workdir} does not exist; train into it first.")
-    config = load_workdir_config(workdir)
-    if max_examples is not None:
-        if max_examples < 0:
-            raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
-        config.eval.max_examples = max_examples
+    return workdir, load_workdir_config(workdir)
+
+
+def _restore(
+    workdir: Path, config: ml_collections.ConfigDict, split: str | None, decode_overrides: dict
+) -> tuple[Components, object]:
     c = build(config, workdir=workdir, eval_split=split, **decode_overrides)
     ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True)
     with ckpt:
         state, _, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
     return c, state.params
+
+
+def load_trained(
+    workdir: str | Path, *, split: str | None = None, **decode_overrides
+) -> tuple[Components, object]:
+    """Rebuilds a run from ``workdir/config.json`` and restores its latest parameters.
+
+    ``split`` (TFDS sources) evaluates another split than the run's ``data.eval_split``.
+    """
+    workdir, config = _read_workdir(workdir)
+    return _restore(workdir, config, split, decode_overrides)
 
 
 def evaluate_workdir(
@@ -60,10 +62,14 @@ def evaluate_workdir(
     periodic evaluation uses a subset), with sacrebleu scores and signatures. ``max_examples``
     limits either (0: all).
     """
-    tfds = Path(workdir).is_dir() and load_workdir_config(workdir).data.source == "tfds"
-    if max_examples is None and tfds:  # (a missing workdir fails in load_trained)
+    workdir, config = _read_workdir(workdir)
+    if max_examples is None and config.data.source == "tfds":
         max_examples = 0
-    c, params = load_trained(workdir, split=split, max_examples=max_examples, **decode_overrides)
+    if max_examples is not None:
+        if max_examples < 0:
+            raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
+        config.eval.max_examples = max_examples
+    c, params = _restore(workdir, config, split, decode_overrides)
     generate = jit_generate(c.model, c.decode_config)
     result = evaluate(
         params,

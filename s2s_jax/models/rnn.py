@@ -191,6 +191,19 @@ def cell_type(name: str) -> type[LSTMCell] | type[GRUCell]:
     return CELLS[name]
 
 
+def time_scan(step: Callable[..., Any], *, reverse: bool = False, unroll: int = 1) -> Callable:
+    """``nn.scan`` of ``step(cell, carry, xs)`` over axis 1 (time), sharing the cell's params."""
+    return nn.scan(
+        step,
+        variable_broadcast="params",
+        split_rngs={"params": False},
+        in_axes=1,
+        out_axes=1,
+        reverse=reverse,
+        unroll=unroll,
+    )
+
+
 def _masked_cell_step(
     cell: nn.Module, carry: Carry, inputs: tuple[Array, Array]
 ) -> tuple[Carry, Array]:
@@ -249,15 +262,7 @@ class RecurrentLayer(nn.Module):
         )(inputs)
         gate_inputs = nn.with_logical_constraint(gate_inputs, ("batch", "length", "mlp"))
         carry = cls.zero_carry(inputs.shape[:1], self.hidden_size, self.dtype)
-        scan = nn.scan(
-            _masked_cell_step,
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=1,
-            out_axes=1,
-            reverse=self.reverse,
-            unroll=self.unroll,
-        )
+        scan = time_scan(_masked_cell_step, reverse=self.reverse, unroll=self.unroll)
         cell = cls(self.hidden_size, self.dtype, self.param_dtype, name="cell")
         final, outputs = scan(cell, carry, (gate_inputs, mask))
         return outputs, final
@@ -381,14 +386,7 @@ class StackedCells(nn.Module):
             )
         cls = cell_type(self.cell)
         dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
-        scan = nn.scan(
-            _cell_step,
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=1,
-            out_axes=1,
-            unroll=unroll,
-        )
+        step = time_scan(_cell_step, unroll=unroll) if over_time else _cell_step
         x, new_carry = inputs, []
         for layer, layer_carry in enumerate(carry):
             if layer > 0:
@@ -397,7 +395,6 @@ class StackedCells(nn.Module):
                 cls.num_gates * self.hidden_size, INPUT_AXES, name=f"input_proj_{layer}", **dense_kw
             )
             cell = cls(self.hidden_size, self.dtype, self.param_dtype, name=f"cell_{layer}")
-            step = scan if over_time else _cell_step
             layer_carry, x = step(cell, layer_carry, proj(x))
             new_carry.append(layer_carry)
         return tuple(new_carry), x

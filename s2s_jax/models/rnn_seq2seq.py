@@ -18,7 +18,7 @@ vocabulary projection; the input-fed ``a_t`` is the undropped vector.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -144,6 +144,8 @@ class _DecoderStep(nn.Module):
     """
 
     config: RNNConfig
+    # True where teacher forcing can run without a step loop (``sequence``, see LuongDecoderStep).
+    parallel: ClassVar[bool] = False
 
     def _dtypes(self) -> dict[str, Any]:
         return {"dtype": self.config.compute_dtype, "param_dtype": self.config.storage_dtype}
@@ -243,7 +245,7 @@ class LuongDecoderStep(_DecoderStep):
         return new_cache, (attentional, weights)
 
     @property
-    def parallel(self) -> bool:
+    def parallel(self) -> bool:  # type: ignore[override]
         """Without input feeding, teacher forcing needs no step loop around the attention."""
         return not self.config.input_feeding
 
@@ -408,7 +410,7 @@ class RNNSeq2Seq(nn.Module):
         memory = self.step.prepare(encoded)
         cache = self.step.init_cache(self._initial_carry(encoded))
         inputs = self.tgt_embed(decoder_inputs)[:, :, None, :]  # beam dim 1
-        if getattr(self.step, "parallel", False):
+        if self.step.parallel:
             _, (features, weights) = self.step.sequence(
                 cache, inputs, memory, train=train, unroll=self.config.unroll
             )
