@@ -98,6 +98,7 @@ def generate(params: Any, inputs: jax.Array, *, model: nn.Module, cfg: DecodeCon
     Returns a ``decoding.DecodeResult``: sequences [batch, nbest, max_length] int32 (EOS then PAD),
     scores [batch, nbest] float32, lengths [batch, nbest] int32.
     """
+    model, params = model.for_decoding(params)
     variables = {"params": params}
     max_length = cfg.max_length(inputs.shape[1])
     encoded = model.apply(variables, inputs, train=False, method=model.encode)

@@ -147,7 +147,9 @@ def test_init_decode_layout():
     assert memory["keys"].shape == (2, layers, 6, heads, head)
     assert memory["outputs"].shape == (2, 6, 32)
     assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(memory))  # batch first, no beam
-    assert cache["keys"].shape == (2, 1, layers, 7, heads, head)
+    assert len(cache["layers"]) == layers
+    for buffers in cache["layers"]:
+        assert buffers["keys"].shape == buffers["values"].shape == (2, 1, heads, head, 7)
     assert cache["index"].shape == (2, 1) and cache["index"].dtype == jnp.int32
 
 
@@ -212,6 +214,19 @@ def _full_and_stepped(cfg, params):
         _, logits = jax.lax.scan(step, beam_cache, jnp.moveaxis(HYPS[:, :beam], 2, 0))
         stepped[beam] = jnp.moveaxis(logits, 0, 2)  # [batch, beam, tgt_len, vocab]
     return full.reshape(2, 2, 5, VOCAB), stepped
+
+
+def test_for_decoding_unrolls_scanned_layers_with_the_same_logits():
+    cfg = _config(scan_layers=True)
+    params = _params(cfg)
+    twin, twin_params = Transformer(cfg).for_decoding(params["params"])
+    assert not twin.config.scan_layers and "layers_0" in twin_params["decoder"]
+    unrolled = dataclasses.replace(cfg, scan_layers=False)
+    full, stepped = jit(functools.partial(_full_and_stepped, unrolled))({"params": twin_params})
+    np.testing.assert_allclose(stepped[2], full, atol=TOL)
+    _, scanned_stepped = jit(functools.partial(_full_and_stepped, cfg))(params)
+    np.testing.assert_allclose(stepped[2], scanned_stepped[2], atol=TOL)
+    assert Transformer(unrolled).for_decoding(twin_params)[1] is twin_params
 
 
 def _cached_cases():

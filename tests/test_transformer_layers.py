@@ -19,6 +19,7 @@ from s2s_jax.models.transformer_layers import (
     make_norm,
     stack_layer_params,
     unstack_layer_params,
+    empty_cache,
     write_cache,
 )
 
@@ -51,11 +52,14 @@ def test_fully_masked_row_is_finite():
 
 
 def test_write_cache_uses_each_hypothesis_position():
-    cache = {"keys": jnp.zeros((1, 2, 4, 1, 1)), "values": jnp.zeros((1, 2, 4, 1, 1))}
+    cache = empty_cache(batch=1, heads=1, head_dim=1, max_length=4, dtype=jnp.float32)
+    cache = jax.tree.map(lambda b: jnp.tile(b, (1, 2, 1, 1, 1)), cache)  # two hypotheses
     new = jnp.array([7.0, 9.0]).reshape(1, 2, 1, 1)
     out = write_cache(cache, new, -new, jnp.array([[1, 3]]))
-    np.testing.assert_array_equal(out["keys"][0, :, :, 0, 0], [[0, 7, 0, 0], [0, 0, 0, 9]])
-    np.testing.assert_array_equal(out["values"][0, :, :, 0, 0], [[0, -7, 0, 0], [0, 0, 0, -9]])
+    np.testing.assert_array_equal(out["keys"][0, :, 0, 0], [[0, 7, 0, 0], [0, 0, 0, 9]])
+    np.testing.assert_array_equal(out["values"][0, :, 0, 0], [[0, -7, 0, 0], [0, 0, 0, -9]])
+    past_the_end = write_cache(cache, new, new, jnp.array([[4, 0]]))  # slot 4 does not exist
+    np.testing.assert_array_equal(past_the_end["keys"][0, :, 0, 0], [[0, 0, 0, 0], [9, 0, 0, 0]])
 
 
 @pytest.mark.parametrize(
@@ -106,7 +110,7 @@ def test_self_attention_cache_step_matches_full_causal():
     module = SelfAttention(cfg)
     variables = module.init(jax.random.key(1), x, positions, causal, None, True)
     full, _ = module.apply(variables, x, positions, causal, None, True)
-    cache = {"keys": jnp.zeros((2, 1, 4, 2, 8)), "values": jnp.zeros((2, 1, 4, 2, 8))}
+    cache = empty_cache(batch=2, heads=2, head_dim=8, max_length=4, dtype=jnp.float32)
     for t in range(4):
         index = jnp.full((2, 1), t)
         bias = jnp.where(jnp.arange(4) <= t, 0.0, NEG_INF)[None, None, None, :]

@@ -153,13 +153,24 @@ def _beam_step(
     candidates = (state.alive_logprobs[..., None] + logprobs).reshape(batch, beam * vocab)
     is_eos = jnp.arange(beam * vocab) % vocab == constraints.eos_id
 
+    # One pass over all candidates: at most `beam` of them are EOS (one per beam), so the best
+    # 2 * beam hold the best `beam` non-EOS ones; both selections below are over this short list
+    # (in score order, ties by index, exactly as a top_k over every candidate would give).
+    # (The barrier keeps XLA from folding the slices below into the top_k, which turns its
+    # fast TopK call into a full sort on CPU.)
+    top_scores, top_index = jax.lax.optimization_barrier(
+        jax.lax.top_k(candidates, min(2 * beam, beam * vocab))
+    )
+    top_is_eos = is_eos[top_index]
+
     # Rows already done take no new finished hypotheses, so ties cannot displace kept ones.
     rows_done = _rows_done(state, constraints.caps, alpha)
-    top_scores, top_index = jax.lax.top_k(candidates, beam)
-    top_scores = jnp.where(is_eos[top_index] & ~rows_done[:, None], top_scores, -jnp.inf)
-    state = _add_finished(state, top_scores, top_index // vocab, alpha, constraints.eos_id)
+    eos_scores = jnp.where(top_is_eos & ~rows_done[:, None], top_scores, -jnp.inf)[:, :beam]
+    parents = top_index[:, :beam] // vocab
+    state = _add_finished(state, eos_scores, parents, alpha, constraints.eos_id)
 
-    alive_scores, alive_index = jax.lax.top_k(jnp.where(is_eos, -jnp.inf, candidates), beam)
+    alive_scores, alive_rank = jax.lax.top_k(jnp.where(top_is_eos, -jnp.inf, top_scores), beam)
+    alive_index = jnp.take_along_axis(top_index, alive_rank, axis=1)
     parents = alive_index // vocab
     alive_seqs = hypotheses.gather_beams(state.alive_seqs, parents)
     return state.replace(

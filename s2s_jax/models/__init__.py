@@ -29,6 +29,11 @@ decoding never branch on the family:
         Always deterministic (no dropout). Stepping through a sequence gives the same logits as
         `decode` on the whole prefix.
 
+    for_decoding(params) -> (model, params)
+        Called on the unbound model: the pair that generation runs init_decode/decode_step
+        with (e.g. a Transformer with scanned layers returns its unrolled twin and unstacked
+        params, since a step runs the layers one by one). Same logits either way.
+
     __call__(inputs, decoder_inputs, *, train, inputs_segmentation=None,
              targets_segmentation=None, inputs_position=None, targets_position=None) -> logits
         encode then decode.

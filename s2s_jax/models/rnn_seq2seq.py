@@ -422,6 +422,10 @@ class RNNSeq2Seq(nn.Module):
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return (logits, weights[:, :, 0]) if return_attention else logits
 
+    def for_decoding(self, params: Any) -> tuple["RNNSeq2Seq", Any]:
+        """The ``(model, params)`` pair to decode with: this model as it is."""
+        return self, params
+
     def init_decode(self, encoded: Encoded, max_length: int) -> tuple[Memory, Cache]:
         """Memory ``[batch, ...]`` and the initial cache (leaves ``[batch, 1, ...]``).
 

@@ -12,11 +12,15 @@ Implements the model interface of ``s2s_jax.models``. Layout choices:
     restart per segment for the absolute tables, RoPE and the T5 bias. Without segment ids the
     model sees one example per row (positions ``0..length-1``, padding masks only).
   * Step-by-step state: memory leaves ``[batch, ...]`` (never tiled per beam); cache leaves
-    ``[batch, beam, ...]`` holding self-attention buffers ``[b, beam, layers, max_length,
-    heads, head_dim]`` and the position counter ``[b, beam]`` int32.
+    ``[batch, beam, ...]``: one pair of self-attention buffers ``[b, beam, heads, head_dim,
+    max_length]`` per layer (``transformer_layers.write_cache``) and the position counter
+    ``[b, beam]`` int32. Generation runs the unrolled twin of a scanned model
+    (``Transformer.for_decoding``), so a step never slices or restacks a per-layer axis.
 """
 
 import dataclasses
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -32,6 +36,7 @@ from s2s_jax.models.positions import (
 )
 from s2s_jax.models.transformer_layers import (
     ACTIVATIONS,
+    CACHE_SLOT_AXIS,
     DECODER_IN_AXES,
     DECODER_OUT_AXES,
     DTYPES,
@@ -41,11 +46,13 @@ from s2s_jax.models.transformer_layers import (
     DecoderLayer,
     EncoderLayer,
     apply_layers,
+    empty_cache,
     layer_stack,
     make_norm,
     mask_bias,
     projection,
     segment_mask,
+    unstack_layer_params,
 )
 
 Array = jax.Array
@@ -382,63 +389,65 @@ class Decoder(_Stack):
             tgt_segmentation, src_segmentation = segmentation
             self_allowed = self_allowed & segment_mask(tgt_segmentation, tgt_segmentation)
             cross_allowed = cross_allowed & segment_mask(tgt_segmentation, src_segmentation)
-        y, (_, weights) = self._run(
-            y,
-            (positions, positions),
-            (self_allowed, cross_allowed),
-            (keys, values),
-            None,
-            deterministic,
+        self_bias, cross_bias = self._biases(
+            (positions, positions), (self_allowed, cross_allowed)
         )
-        return y, weights[-1]
+        y = self._prepare(y, positions, deterministic)
+        args = (deterministic, self_bias, positions, (keys, values), cross_bias, None)
+        y, (_, weights) = apply_layers(self.layers, DECODER_IN_AXES, DECODER_OUT_AXES, y, *args)
+        return self._finish(y), weights[-1]
 
     def step(
         self, y: Array, keys: Array, values: Array, src_mask: Array, cache: PyTree, index: Array
     ) -> tuple[Array, PyTree]:
         """One decoding step for every hypothesis.
 
+        The layers run one after the other even when their params are scanned: each layer's
+        buffers are a separate cache leaf, so a step never slices or restacks a per-layer axis
+        (XLA would copy the whole cache for that on every step).
+
         Args:
           y: ``[batch, beam, embed]`` embedded previous tokens.
           keys, values: from ``memory_kv`` (shared by all beams).
           src_mask: ``[batch, src_len]`` bool.
-          cache: ``{"keys", "values"}`` ``[batch, beam, layers, max_length, heads, head_dim]``.
+          cache: one ``{"keys", "values"}`` per layer, each
+            ``[batch, beam, heads, head_dim, max_length]``.
           index: ``[batch, beam]`` int32, the position of ``y``.
 
         Returns:
           ``([batch, beam, embed], updated cache)``.
         """
-        slots = jnp.arange(cache["keys"].shape[3])[None]
+        slots = jnp.arange(cache[0]["keys"].shape[CACHE_SLOT_AXIS])[None]
         causal = slots[:, None, :] <= index[:, :, None]  # [batch, beam, slots]
-        y, (cache, _) = self._run(
-            y, (index, slots), (causal, src_mask[:, None, :]), (keys, values), cache, True
-        )
-        return y, cache
+        self_bias, cross_bias = self._biases((index, slots), (causal, src_mask[:, None, :]))
+        y = self._prepare(y, index, True)
+        new_cache = []
+        for i, layer_cache in enumerate(cache):
+            args = (True, self_bias, index, (keys[:, i], values[:, i]), cross_bias, layer_cache)
+            y, (layer_cache, _) = self._layer(i)(y, *args)
+            new_cache.append(layer_cache)
+        return self._finish(y), tuple(new_cache)
 
-    def _run(self, y, positions, allowed, cross_kv, cache, deterministic):
-        """Shared by whole sequences and steps.
+    def _layer(self, i: int) -> Callable[..., Any]:
+        """Layer ``i`` alone as a function, sliced out of the scanned stack when scanned.
+
+        Slicing happens on every step; ``Transformer.for_decoding`` avoids it by unrolling.
+        """
+        if isinstance(self.layers, Sequence):
+            return self.layers[i]
+        params = jax.tree.map(lambda p: p[i], self.layers.variables["params"])
+        return functools.partial(DecoderLayer(self.config, parent=None).apply, {"params": params})
+
+    def _biases(self, positions, allowed) -> tuple[Array, Array]:
+        """Additive self- and cross-attention biases.
 
         ``positions`` is (queries ``[b or 1, q]``, self-attention keys ``[b or 1, k]``) and
         ``allowed`` the boolean (self, cross) masks ``[b or 1, q or 1, keys]``.
         """
-        query_positions, key_positions = positions
         self_bias = mask_bias(allowed[0])  # [b or 1, 1, queries, keys]
         if self.relative_bias is not None:
-            self_bias = self_bias + self.relative_bias(query_positions, key_positions)
-        cross_bias = mask_bias(allowed[1])
-        y = self._prepare(y, query_positions, deterministic)
-        y, outputs = apply_layers(
-            self.layers,
-            DECODER_IN_AXES,
-            DECODER_OUT_AXES,
-            y,
-            deterministic,
-            self_bias,
-            query_positions,
-            cross_kv,
-            cross_bias,
-            cache,
-        )
-        return self._finish(y), outputs
+            self_bias = self_bias + self.relative_bias(*positions)
+        return self_bias, mask_bias(allowed[1])
 
 
 def _embedding(config: TransformerConfig, vocab_size: int) -> nn.Embed:
@@ -478,6 +487,18 @@ class Transformer(nn.Module):
             self.logits_bias = self.param(
                 "final_logits_bias", init, (cfg.tgt_vocab_size,), DTYPES[cfg.param_dtype]
             )
+
+    def for_decoding(self, params: PyTree) -> tuple["Transformer", PyTree]:
+        """The ``(model, params)`` pair to decode step by step with; call on the unbound model.
+
+        A decoding step runs the layers one by one. With scanned layers that would slice every
+        layer's params out of the stack on every step, so decoding uses the unrolled twin of the
+        model with its params unstacked once (same maths, same logits).
+        """
+        if not self.config.scan_layers:
+            return self, params
+        twin = self.clone(config=dataclasses.replace(self.config, scan_layers=False))
+        return twin, unstack_layer_params(params)
 
     def _embed(self, embedding: nn.Embed, ids: Array) -> Array:
         x = embedding(ids)
@@ -563,7 +584,7 @@ class Transformer(nn.Module):
 
     def init_decode(
         self, encoded: dict[str, Array], max_length: int
-    ) -> tuple[dict[str, Array], dict[str, Array]]:
+    ) -> tuple[dict[str, Array], dict[str, Any]]:
         """Per-source state for step-by-step decoding.
 
         Args:
@@ -572,9 +593,9 @@ class Transformer(nn.Module):
 
         Returns:
           memory ``{"outputs", "mask", "keys", "values"}`` with keys/values
-          ``[batch, layers, src_len, heads, head_dim]``; cache ``{"keys", "values"}``
-          ``[batch, 1, layers, max_length, heads, head_dim]`` (zeros) and ``"index"``
-          ``[batch, 1]`` int32 (the next position, 0).
+          ``[batch, layers, src_len, heads, head_dim]``; cache ``{"layers", "index"}``: one
+          ``{"keys", "values"}`` per decoder layer, each ``[batch, 1, heads, head_dim,
+          max_length]`` (zeros), and ``[batch, 1]`` int32 (the next position, 0).
         """
         cfg = self.config
         check_length(cfg, max_length, "Decoding (max_length)")
@@ -586,13 +607,9 @@ class Transformer(nn.Module):
         keys, values = self.decoder.memory_kv(encoded["outputs"])
         memory = {**encoded, "keys": keys, "values": values}
         batch = encoded["mask"].shape[0]
-        buffer = (batch, 1, cfg.decoder_layers, max_length, cfg.num_heads, cfg.head_size)
-        cache = {
-            "keys": jnp.zeros(buffer, keys.dtype),
-            "values": jnp.zeros(buffer, values.dtype),
-            "index": jnp.zeros((batch, 1), jnp.int32),
-        }
-        return memory, cache
+        buffer = empty_cache(batch, cfg.num_heads, cfg.head_size, max_length, keys.dtype)
+        layers = (buffer,) * cfg.decoder_layers
+        return memory, {"layers": layers, "index": jnp.zeros((batch, 1), jnp.int32)}
 
     def decode_step(
         self, memory: dict[str, Array], ids: Array, cache: dict[str, Array]
@@ -608,11 +625,10 @@ class Transformer(nn.Module):
           logits ``[batch, beam, tgt_vocab]`` float32 and the advanced cache.
         """
         y = self._embed(self.target_embedding, ids)
-        buffers = {"keys": cache["keys"], "values": cache["values"]}
-        y, buffers = self.decoder.step(
-            y, memory["keys"], memory["values"], memory["mask"], buffers, cache["index"]
+        y, layers = self.decoder.step(
+            y, memory["keys"], memory["values"], memory["mask"], cache["layers"], cache["index"]
         )
-        return self._logits(y), {**buffers, "index": cache["index"] + 1}
+        return self._logits(y), {"layers": layers, "index": cache["index"] + 1}
 
     def __call__(
         self,

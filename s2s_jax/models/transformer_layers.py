@@ -198,41 +198,58 @@ def _attend(
     return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(value.dtype), value), weights
 
 
+# Self-attention buffers of step-by-step decoding are [batch, beam, heads, head_dim, slots]:
+# the per-step dot products then read each (hypothesis, head) block contiguously, where the
+# token-major layout of training activations ([..., slots, heads, head_dim]) made XLA transpose
+# every buffer on every step.
+CACHE_SLOT_AXIS = 4
+
+
+def empty_cache(
+    batch: int, heads: int, head_dim: int, max_length: int, dtype: Any
+) -> Cache:
+    """Zeroed ``{"keys", "values"}`` buffers of one layer for beam 1 (see ``write_cache``)."""
+    buffer = jnp.zeros((batch, 1, heads, head_dim, max_length), dtype)
+    return {"keys": buffer, "values": buffer}
+
+
 def write_cache(cache: Cache, key: Array, value: Array, positions: Array) -> Cache:
     """Writes each hypothesis' new key/value into its buffer at its own position.
 
     Args:
-      cache: ``{"keys", "values"}`` each ``[batch, beam, max_length, heads, head_dim]``.
+      cache: ``{"keys", "values"}`` each ``[batch, beam, heads, head_dim, max_length]``.
       key: ``[batch, beam, heads, head_dim]``; value likewise.
-      positions: ``[batch, beam]`` int, the slot to write.
+      positions: ``[batch, beam]`` int, the slot to write (out-of-range slots are dropped).
 
     Returns:
-      The updated cache (a select over slots, so every hypothesis may sit at a different step).
+      The updated cache: one scatter of ``batch * beam`` columns, so every hypothesis may sit
+      at a different step and the rest of the buffer is updated in place, not rewritten.
     """
-    slots = jnp.arange(cache["keys"].shape[2])
-    hit = (slots == positions[..., None])[..., None, None]  # [b, beam, max_length, 1, 1]
-    return {
-        "keys": jnp.where(hit, key[:, :, None].astype(cache["keys"].dtype), cache["keys"]),
-        "values": jnp.where(hit, value[:, :, None].astype(cache["values"].dtype), cache["values"]),
-    }
-
-
-def _attend_cached(config: TransformerConfig, query: Array, cache: Cache, bias: Array) -> Array:
-    """Each hypothesis ``[b, i]`` attends to its own buffer: batch and beam fold into one axis."""
-    batch, beam, heads, head_dim = query.shape
-    slots = cache["keys"].shape[2]
-    bias = jnp.broadcast_to(bias, (batch, bias.shape[1], beam, slots))
-    bias = jnp.swapaxes(bias, 1, 2).reshape(batch * beam, -1, 1, slots)
-    fold = lambda x: x.reshape((batch * beam,) + x.shape[2:])
-    out, _ = _attend(
-        config,
-        query.reshape(batch * beam, 1, heads, head_dim),
-        fold(cache["keys"]),
-        fold(cache["values"]),
-        bias,
-        True,
+    rows = jnp.arange(positions.shape[0])[:, None]
+    beams = jnp.arange(positions.shape[1])[None, :]
+    write = lambda buffer, new: buffer.at[rows, beams, :, :, positions].set(
+        new.astype(buffer.dtype), mode="drop"
     )
-    return out.reshape(batch, beam, heads, head_dim)
+    return {"keys": write(cache["keys"], key), "values": write(cache["values"], value)}
+
+
+def _attend_cached(query: Array, cache: Cache, bias: Array) -> Array:
+    """Each hypothesis ``[b, i]`` attends to its own buffer (one query per hypothesis).
+
+    Args:
+      query: ``[batch, beam, heads, head_dim]``.
+      cache: see ``write_cache``.
+      bias: additive, broadcastable to ``[batch, heads, beam, max_length]``.
+
+    Returns:
+      ``[batch, beam, heads, head_dim]``; the same maths as ``attention_weights``/``_attend``.
+    """
+    logits = jnp.einsum(
+        "bihd,bihdk->bihk", query, cache["keys"], preferred_element_type=jnp.float32
+    )
+    weights = jax.nn.softmax(logits * query.shape[-1] ** -0.5 + jnp.swapaxes(bias, 1, 2), -1)
+    values = cache["values"]
+    return jnp.einsum("bihk,bihdk->bihd", weights.astype(values.dtype), values)
 
 
 class SelfAttention(nn.Module):
@@ -251,7 +268,7 @@ class SelfAttention(nn.Module):
           positions: ``[batch or 1, length]`` int; rotary angles and, in step mode, cache slots.
           bias: additive, broadcastable to ``[batch, heads, length, keys]``; keys are the
             sequence itself or the ``max_length`` cache slots.
-          cache: None, or ``{"keys", "values"}`` ``[batch, length, max_length, heads, head_dim]``.
+          cache: None, or ``{"keys", "values"}`` ``[batch, length, heads, head_dim, max_length]``.
           deterministic: disables attention dropout.
 
         Returns:
@@ -269,7 +286,7 @@ class SelfAttention(nn.Module):
             out, _ = _attend(cfg, q, k, v, bias, deterministic)
         else:
             cache = write_cache(cache, k, v, positions)
-            out = _attend_cached(cfg, q, cache, bias)
+            out = _attend_cached(q, cache, bias)
         return merge_heads(cfg, "out")(out), cache
 
 
