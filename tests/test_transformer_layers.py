@@ -16,10 +16,10 @@ from s2s_jax.models.transformer_layers import (
     Mlp,
     SelfAttention,
     attention_weights,
+    empty_cache,
     make_norm,
     stack_layer_params,
     unstack_layer_params,
-    empty_cache,
     write_cache,
 )
 

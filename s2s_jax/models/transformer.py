@@ -389,9 +389,7 @@ class Decoder(_Stack):
             tgt_segmentation, src_segmentation = segmentation
             self_allowed = self_allowed & segment_mask(tgt_segmentation, tgt_segmentation)
             cross_allowed = cross_allowed & segment_mask(tgt_segmentation, src_segmentation)
-        self_bias, cross_bias = self._biases(
-            (positions, positions), (self_allowed, cross_allowed)
-        )
+        self_bias, cross_bias = self._biases((positions, positions), (self_allowed, cross_allowed))
         y = self._prepare(y, positions, deterministic)
         args = (deterministic, self_bias, positions, (keys, values), cross_bias, None)
         y, (_, weights) = apply_layers(self.layers, DECODER_IN_AXES, DECODER_OUT_AXES, y, *args)

@@ -205,9 +205,7 @@ def _attend(
 CACHE_SLOT_AXIS = 4
 
 
-def empty_cache(
-    batch: int, heads: int, head_dim: int, max_length: int, dtype: Any
-) -> Cache:
+def empty_cache(batch: int, heads: int, head_dim: int, max_length: int, dtype: Any) -> Cache:
     """Zeroed ``{"keys", "values"}`` buffers of one layer for beam 1 (see ``write_cache``)."""
     buffer = jnp.zeros((batch, 1, heads, head_dim, max_length), dtype)
     return {"keys": buffer, "values": buffer}
