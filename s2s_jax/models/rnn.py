@@ -9,12 +9,15 @@ A carry is a tuple of arrays ``[..., hidden]``: ``(c, h)`` for the LSTM, ``(h,)`
 its last element is always the hidden state that the layer outputs.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from s2s_jax.models.lstm_sequence import lstm_sequence
 
 Array = jax.Array
 Carry = tuple[Array, ...]
@@ -84,6 +87,10 @@ def _lstm_bias_init(key: Array, shape: Sequence[int], dtype: Dtype = jnp.float32
 class LSTMCell(nn.Module):
     """LSTM cell (gate order i, f, g, o) over pre-projected inputs.
 
+    ``__call__`` is one step; ``sequence`` runs a whole known sequence with the same params and
+    a hand-written backward pass (``lstm_sequence``), which layers use instead of scanning
+    ``__call__`` (``fused_sequence``).
+
     Attributes:
       hidden_size: size of ``c`` and ``h``.
       dtype: compute dtype (also the carry's dtype).
@@ -94,8 +101,19 @@ class LSTMCell(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     num_gates: ClassVar[int] = 4
+    fused_sequence: ClassVar[bool] = True
 
-    @nn.compact
+    def setup(self):
+        size = 4 * self.hidden_size
+        init = nn.with_logical_partitioning(
+            _per_gate(nn.initializers.orthogonal(), 4), RECURRENT_AXES
+        )
+        self.recurrent_kernel = self.param(
+            "recurrent_kernel", init, (self.hidden_size, size), self.param_dtype
+        )
+        bias_init = nn.with_logical_partitioning(_lstm_bias_init, ("mlp",))
+        self.bias = self.param("bias", bias_init, (size,), self.param_dtype)
+
     def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
         """One step.
 
@@ -107,19 +125,38 @@ class LSTMCell(nn.Module):
           ``((c', h'), h')``.
         """
         c, h = carry
-        size = 4 * self.hidden_size
-        init = nn.with_logical_partitioning(
-            _per_gate(nn.initializers.orthogonal(), 4), RECURRENT_AXES
-        )
-        kernel = self.param("recurrent_kernel", init, (self.hidden_size, size), self.param_dtype)
-        bias_init = nn.with_logical_partitioning(_lstm_bias_init, ("mlp",))
-        bias = self.param("bias", bias_init, (size,), self.param_dtype)
-        gates = gate_inputs + h @ kernel.astype(self.dtype) + bias.astype(self.dtype)
+        kernel = self.recurrent_kernel.astype(self.dtype)
+        gates = gate_inputs + h @ kernel + self.bias.astype(self.dtype)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
         new_h = nn.sigmoid(o) * jnp.tanh(new_c)
         new_c, new_h = new_c.astype(self.dtype), new_h.astype(self.dtype)
         return (new_c, new_h), new_h
+
+    def sequence(
+        self,
+        carry: Carry,
+        gate_inputs: Array,
+        mask: Array | None = None,
+        *,
+        reverse: bool = False,
+        unroll: int = 1,
+    ) -> tuple[Carry, Array]:
+        """Every step of ``gate_inputs`` ``[batch, length, 4 * hidden]`` (see ``lstm_sequence``).
+
+        Returns ``(final carry, outputs [batch, length, hidden])``; with a ``mask`` the carry
+        is held at False positions and their outputs are zero, as ``RecurrentLayer`` needs.
+        """
+        c, h = carry
+        return lstm_sequence(
+            (c.astype(self.dtype), h.astype(self.dtype)),
+            gate_inputs.astype(self.dtype),
+            self.recurrent_kernel.astype(self.dtype),
+            self.bias.astype(self.dtype),
+            mask,
+            reverse=reverse,
+            unroll=unroll,
+        )
 
     @staticmethod
     def zero_carry(batch_shape: tuple[int, ...], hidden_size: int, dtype: Dtype) -> Carry:
@@ -143,6 +180,7 @@ class GRUCell(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     num_gates: ClassVar[int] = 3
+    fused_sequence: ClassVar[bool] = False
 
     @nn.compact
     def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
@@ -262,9 +300,13 @@ class RecurrentLayer(nn.Module):
         )(inputs)
         gate_inputs = nn.with_logical_constraint(gate_inputs, ("batch", "length", "mlp"))
         carry = cls.zero_carry(inputs.shape[:1], self.hidden_size, self.dtype)
-        scan = time_scan(_masked_cell_step, reverse=self.reverse, unroll=self.unroll)
         cell = cls(self.hidden_size, self.dtype, self.param_dtype, name="cell")
-        final, outputs = scan(cell, carry, (gate_inputs, mask))
+        if cls.fused_sequence:
+            kw = dict(reverse=self.reverse, unroll=self.unroll)
+            final, outputs = cell.sequence(carry, gate_inputs, mask, **kw)
+        else:
+            scan = time_scan(_masked_cell_step, reverse=self.reverse, unroll=self.unroll)
+            final, outputs = scan(cell, carry, (gate_inputs, mask))
         return outputs, final
 
 
@@ -386,7 +428,12 @@ class StackedCells(nn.Module):
             )
         cls = cell_type(self.cell)
         dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
-        step = time_scan(_cell_step, unroll=unroll) if over_time else _cell_step
+        if not over_time:
+            step = _cell_step
+        elif cls.fused_sequence:
+            step = functools.partial(_fused_sequence_step, unroll=unroll)
+        else:
+            step = time_scan(_cell_step, unroll=unroll)
         x, new_carry = inputs, []
         for layer, layer_carry in enumerate(carry):
             if layer > 0:
@@ -402,3 +449,9 @@ class StackedCells(nn.Module):
 
 def _cell_step(cell: nn.Module, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
     return cell(carry, gate_inputs)
+
+
+def _fused_sequence_step(
+    cell: nn.Module, carry: Carry, gate_inputs: Array, *, unroll: int
+) -> tuple[Carry, Array]:
+    return cell.sequence(carry, gate_inputs, unroll=unroll)
