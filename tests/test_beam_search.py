@@ -352,3 +352,21 @@ def test_cache_must_be_beam_one():
 def test_length_penalty_values():
     np.testing.assert_allclose(length_penalty(jnp.array([1, 7]), 0.6), [1.0, 2.0**0.6], rtol=1e-6)
     np.testing.assert_array_equal(length_penalty(jnp.array([3, 9]), 0.0), [1.0, 1.0])
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the XLA CPU lowering")
+def test_candidate_selection_compiles_to_top_k_not_a_full_sort():
+    # A top_k whose outputs XLA sees sliced twice becomes a sort of every (beam, token)
+    # candidate on CPU: ~10x slower decoding at a realistic vocabulary (see _beam_step).
+    vocab, batch, beam = 1000, 2, 4
+
+    def tokens_to_logits(ids, cache):
+        logits = jnp.sin(ids[..., None] * 0.37 + jnp.arange(vocab) * 0.11)
+        return logits, cache
+
+    def decode(cache):
+        return beam_search(tokens_to_logits, cache, beam_size=beam, max_length=4)
+
+    hlo = jax.jit(decode).lower(_step_cache(batch)).compile().as_text()
+    assert 'custom_call_target="TopK"' in hlo
+    assert " sort(" not in hlo
