@@ -50,6 +50,7 @@ from s2s_jax.models.transformer_layers import (
     layer_stack,
     make_norm,
     mask_bias,
+    memory_step_layout,
     projection,
     segment_mask,
     unstack_layer_params,
@@ -406,7 +407,7 @@ class Decoder(_Stack):
 
         Args:
           y: ``[batch, beam, embed]`` embedded previous tokens.
-          keys, values: from ``memory_kv`` (shared by all beams).
+          keys, values: ``memory_kv`` in ``memory_step_layout`` (shared by all beams).
           src_mask: ``[batch, src_len]`` bool.
           cache: one ``{"keys", "values"}`` per layer, each
             ``[batch, beam, heads, head_dim, max_length]``.
@@ -591,9 +592,10 @@ class Transformer(nn.Module):
 
         Returns:
           memory ``{"outputs", "mask", "keys", "values"}`` with keys/values
-          ``[batch, layers, src_len, heads, head_dim]``; cache ``{"layers", "index"}``: one
-          ``{"keys", "values"}`` per decoder layer, each ``[batch, 1, heads, head_dim,
-          max_length]`` (zeros), and ``[batch, 1]`` int32 (the next position, 0).
+          ``[batch, layers, heads, head_dim, src_len]`` (``memory_step_layout``); cache
+          ``{"layers", "index"}``: one ``{"keys", "values"}`` per decoder layer, each
+          ``[batch, 1, heads, head_dim, max_length]`` (zeros), and ``[batch, 1]`` int32 (the
+          next position, 0).
         """
         cfg = self.config
         check_length(cfg, max_length, "Decoding (max_length)")
@@ -602,7 +604,7 @@ class Transformer(nn.Module):
                 "init_decode got a packed source (encoded with inputs_segmentation): step-by-step "
                 "decoding works on unpacked batches, so encode the sources without packing."
             )
-        keys, values = self.decoder.memory_kv(encoded["outputs"])
+        keys, values = map(memory_step_layout, self.decoder.memory_kv(encoded["outputs"]))
         memory = {**encoded, "keys": keys, "values": values}
         batch = encoded["mask"].shape[0]
         buffer = empty_cache(batch, cfg.num_heads, cfg.head_size, max_length, keys.dtype)

@@ -231,23 +231,37 @@ def write_cache(cache: Cache, key: Array, value: Array, positions: Array) -> Cac
     return {"keys": write(cache["keys"], key), "values": write(cache["values"], value)}
 
 
-def _attend_cached(query: Array, cache: Cache, bias: Array) -> Array:
-    """Each hypothesis ``[b, i]`` attends to its own buffer (one query per hypothesis).
+def _attend_step(query: Array, keys: Array, values: Array, bias: Array) -> tuple[Array, Array]:
+    """One decoding step's attention, over keys/values in the step layout (``..., slots`` last).
 
     Args:
-      query: ``[batch, beam, heads, head_dim]``.
-      cache: see ``write_cache``.
-      bias: additive, broadcastable to ``[batch, heads, beam, max_length]``.
+      query: ``[batch, beam, heads, head_dim]``, one query per hypothesis.
+      keys: ``[batch, beam, heads, head_dim, slots]`` (each hypothesis' own self-attention
+        buffer, see ``write_cache``) or ``[batch, heads, head_dim, slots]`` (encoder memory
+        shared by all beams, see ``memory_step_layout``); values likewise.
+      bias: additive, broadcastable to ``[batch, heads, beam, slots]``.
 
     Returns:
-      ``[batch, beam, heads, head_dim]``; the same maths as ``attention_weights``/``_attend``.
+      ``([batch, beam, heads, head_dim], weights [batch, beam, heads, slots])``: the maths of
+      ``attention_weights`` / ``_attend`` without dropout.
     """
-    logits = jnp.einsum(
-        "bihd,bihdk->bihk", query, cache["keys"], preferred_element_type=jnp.float32
-    )
-    weights = jax.nn.softmax(logits * query.shape[-1] ** -0.5 + jnp.swapaxes(bias, 1, 2), -1)
-    values = cache["values"]
-    return jnp.einsum("bihk,bihdk->bihd", weights.astype(values.dtype), values)
+    if keys.ndim == 5:  # batch dims (b, i, h) lead both operands
+        logits = jnp.einsum("bihd,bihdk->bihk", query, keys, preferred_element_type=jnp.float32)
+        weights = jax.nn.softmax(logits * query.shape[-1] ** -0.5 + jnp.swapaxes(bias, 1, 2), -1)
+        out = jnp.einsum("bihk,bihdk->bihd", weights.astype(values.dtype), values)
+        return out, weights
+    # Shared memory: the beams of a (b, h) pair are the rows of one small matmul.
+    query = jnp.swapaxes(query, 1, 2)  # [b, h, beam, d]
+    logits = jnp.einsum("bhid,bhdk->bhik", query, keys, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits * query.shape[-1] ** -0.5 + bias, -1)
+    out = jnp.einsum("bhik,bhdk->bhid", weights.astype(values.dtype), values)
+    return jnp.swapaxes(out, 1, 2), jnp.swapaxes(weights, 1, 2)
+
+
+def memory_step_layout(keys: Array) -> Array:
+    """Encoder keys or values ``[batch, layers, src_len, heads, head_dim]`` -> the step layout
+    ``[batch, layers, heads, head_dim, src_len]`` (made once per source, before decoding)."""
+    return jnp.transpose(keys, (0, 1, 3, 4, 2))
 
 
 class SelfAttention(nn.Module):
@@ -284,7 +298,7 @@ class SelfAttention(nn.Module):
             out, _ = _attend(cfg, q, k, v, bias, deterministic)
         else:
             cache = write_cache(cache, k, v, positions)
-            out = _attend_cached(q, cache, bias)
+            out, _ = _attend_step(q, cache["keys"], cache["values"], bias)
         return merge_heads(cfg, "out")(out), cache
 
 
@@ -295,21 +309,34 @@ class CrossAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, keys: Array, values: Array, bias: Array, deterministic: bool
+        self,
+        x: Array,
+        keys: Array,
+        values: Array,
+        bias: Array,
+        deterministic: bool,
+        step: bool = False,
     ) -> tuple[Array, Array]:
         """Args:
           x: ``[batch, q_len, embed]`` decoder states (or beams of one step).
-          keys: ``[batch, src_len, heads, head_dim]``; values likewise.
+          keys: ``[batch, src_len, heads, head_dim]``; with ``step``, ``[batch, heads,
+            head_dim, src_len]`` (``memory_step_layout``). Values likewise.
           bias: additive, broadcastable to ``[batch, heads, q_len, src_len]`` (source padding
             and, when packed, segments).
           deterministic: disables attention dropout.
+          step: step mode (``q_len`` holds the beams of one decoding step; no dropout).
 
         Returns:
           ``([batch, q_len, embed], weights [batch, q_len, src_len] averaged over heads)``.
         """
         query = split_heads(self.config, "query")(x)
-        out, weights = _attend(self.config, query, keys, values, bias, deterministic)
-        return merge_heads(self.config, "out")(out), weights.mean(axis=1)
+        if step:
+            out, weights = _attend_step(query, keys, values, bias)
+            weights = weights.mean(axis=2)
+        else:
+            out, weights = _attend(self.config, query, keys, values, bias, deterministic)
+            weights = weights.mean(axis=1)
+        return merge_heads(self.config, "out")(out), weights
 
 
 class Mlp(nn.Module):
@@ -409,7 +436,8 @@ class DecoderLayer(nn.Module):
           self_bias: broadcastable to ``[batch, heads, length, keys]``, causal (and, when
             packed, segment) mask + relative bias.
           positions: ``[batch or 1, length]`` int, see ``SelfAttention``.
-          cross_kv: this layer's encoder keys and values, ``[batch, src_len, heads, head_dim]``.
+          cross_kv: this layer's encoder keys and values, ``[batch, src_len, heads, head_dim]``
+            (in step mode ``[batch, heads, head_dim, src_len]``, see ``memory_step_layout``).
           cross_bias: ``[batch, 1, 1 or length, src_len]`` source padding (and, when packed,
             segment) mask.
           cache: None or this layer's buffers, see ``SelfAttention``.
@@ -429,7 +457,7 @@ class DecoderLayer(nn.Module):
         )
         x, weights = residual(
             x,
-            lambda h: cross_attention(h, *cross_kv, cross_bias, deterministic),
+            lambda h: cross_attention(h, *cross_kv, cross_bias, deterministic, cache is not None),
             "cross_attention_norm",
         )
         x, _ = residual(x, lambda h: (mlp(h, deterministic), None), "mlp_norm")
