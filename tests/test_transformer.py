@@ -144,7 +144,9 @@ def test_init_decode_layout():
 
     memory, cache = jax.eval_shape(start, _params(cfg))
     layers, heads, head = cfg.decoder_layers, cfg.num_heads, cfg.head_size
-    assert memory["keys"].shape == memory["values"].shape == (2, layers, heads, head, 6)
+    assert len(memory["keys"]) == len(memory["values"]) == layers
+    for keys, values in zip(memory["keys"], memory["values"], strict=True):
+        assert keys.shape == values.shape == (2, heads, head, 6)
     assert memory["outputs"].shape == (2, 6, 32)
     assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(memory))  # batch first, no beam
     assert len(cache["layers"]) == layers

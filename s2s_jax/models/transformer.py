@@ -407,7 +407,8 @@ class Decoder(_Stack):
 
         Args:
           y: ``[batch, beam, embed]`` embedded previous tokens.
-          keys, values: ``memory_kv`` in ``memory_step_layout`` (shared by all beams).
+          keys, values: per layer, ``memory_kv`` in ``memory_step_layout`` (shared by all
+            beams).
           src_mask: ``[batch, src_len]`` bool.
           cache: one ``{"keys", "values"}`` per layer, each
             ``[batch, beam, heads, head_dim, max_length]``.
@@ -422,7 +423,7 @@ class Decoder(_Stack):
         y = self._prepare(y, index, True)
         new_cache = []
         for i, layer_cache in enumerate(cache):
-            args = (True, self_bias, index, (keys[:, i], values[:, i]), cross_bias, layer_cache)
+            args = (True, self_bias, index, (keys[i], values[i]), cross_bias, layer_cache)
             y, (layer_cache, _) = self._layer(i)(y, *args)
             new_cache.append(layer_cache)
         return self._finish(y), tuple(new_cache)
@@ -592,7 +593,7 @@ class Transformer(nn.Module):
 
         Returns:
           memory ``{"outputs", "mask", "keys", "values"}`` with keys/values
-          ``[batch, layers, heads, head_dim, src_len]`` (``memory_step_layout``); cache
+          one ``[batch, heads, head_dim, src_len]`` per layer (``memory_step_layout``); cache
           ``{"layers", "index"}``: one ``{"keys", "values"}`` per decoder layer, each
           ``[batch, 1, heads, head_dim, max_length]`` (zeros), and ``[batch, 1]`` int32 (the
           next position, 0).
@@ -607,7 +608,7 @@ class Transformer(nn.Module):
         keys, values = map(memory_step_layout, self.decoder.memory_kv(encoded["outputs"]))
         memory = {**encoded, "keys": keys, "values": values}
         batch = encoded["mask"].shape[0]
-        buffer = empty_cache(batch, cfg.num_heads, cfg.head_size, max_length, keys.dtype)
+        buffer = empty_cache(batch, cfg.num_heads, cfg.head_size, max_length, keys[0].dtype)
         layers = (buffer,) * cfg.decoder_layers
         return memory, {"layers": layers, "index": jnp.zeros((batch, 1), jnp.int32)}
 

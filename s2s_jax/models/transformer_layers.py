@@ -258,10 +258,11 @@ def _attend_step(query: Array, keys: Array, values: Array, bias: Array) -> tuple
     return jnp.swapaxes(out, 1, 2), jnp.swapaxes(weights, 1, 2)
 
 
-def memory_step_layout(keys: Array) -> Array:
-    """Encoder keys or values ``[batch, layers, src_len, heads, head_dim]`` -> the step layout
-    ``[batch, layers, heads, head_dim, src_len]`` (made once per source, before decoding)."""
-    return jnp.transpose(keys, (0, 1, 3, 4, 2))
+def memory_step_layout(keys: Array) -> tuple[Array, ...]:
+    """Encoder keys or values ``[batch, layers, src_len, heads, head_dim]`` -> one array per
+    layer in the step layout ``[batch, heads, head_dim, src_len]`` (made once per source, before
+    decoding, so no step slices or transposes them)."""
+    return tuple(jnp.transpose(keys[:, i], (0, 2, 3, 1)) for i in range(keys.shape[1]))
 
 
 class SelfAttention(nn.Module):
