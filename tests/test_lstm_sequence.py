@@ -123,3 +123,16 @@ def test_stacked_cells_over_time_match_stepping(monkeypatch):
     want = jax.grad(scalar(stepped))(variables["params"])
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, atol=TOL, rtol=TOL)
+
+
+def test_time_major_is_the_transposed_batch_major_run():
+    carry, gate_inputs, kernel, bias = _inputs(seed=3)
+    mask = MASKS["padded"]
+    final, outputs = lstm_sequence(carry, gate_inputs, kernel, bias, mask)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
+    final_t, outputs_t = lstm_sequence(
+        carry, swap(gate_inputs), kernel, bias, swap(mask), time_major=True
+    )
+    np.testing.assert_allclose(swap(outputs_t), outputs, atol=TOL)
+    for got, want in zip(final_t, final, strict=True):
+        np.testing.assert_allclose(got, want, atol=TOL)

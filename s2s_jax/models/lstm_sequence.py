@@ -27,6 +27,7 @@ def lstm_sequence(
     *,
     reverse: bool = False,
     unroll: int = 1,
+    time_major: bool = False,
 ) -> tuple[tuple[Array, Array], Array]:
     """Runs the LSTM (gate order i, f, g, o) over axis 1 of ``gate_inputs``.
 
@@ -40,15 +41,19 @@ def lstm_sequence(
         see ``rnn.RecurrentLayer``).
       reverse: run from the last position to the first.
       unroll: time steps per iteration of the compiled loops.
+      time_major: ``gate_inputs``, ``mask`` and the outputs have ``length`` first instead
+        (the loop runs over axis 0; batch-major arrays are transposed to it and back).
 
     Returns:
       ``(final (c, h), outputs [batch, length, ..., hidden])``.
     """
     run = _recurrence(mask is not None, reverse, unroll)
-    time_major = jnp.swapaxes(gate_inputs + bias.astype(gate_inputs.dtype), 0, 1)
-    mask_t = jnp.swapaxes(mask, 0, 1) if mask is not None else None
-    final, outputs = run(carry, time_major, kernel.astype(gate_inputs.dtype), mask_t)
-    return final, jnp.swapaxes(outputs, 0, 1)
+    swap = (lambda x: x) if time_major else (lambda x: jnp.swapaxes(x, 0, 1))
+    gates = swap(gate_inputs + bias.astype(gate_inputs.dtype))
+    final, outputs = run(
+        carry, gates, kernel.astype(gate_inputs.dtype), None if mask is None else swap(mask)
+    )
+    return final, swap(outputs)
 
 
 def _gates(gates: Array) -> tuple[Array, Array, Array, Array]:

@@ -141,11 +141,14 @@ class LSTMCell(nn.Module):
         *,
         reverse: bool = False,
         unroll: int = 1,
+        time_major: bool = False,
     ) -> tuple[Carry, Array]:
-        """Every step of ``gate_inputs`` ``[batch, length, 4 * hidden]`` (see ``lstm_sequence``).
+        """Every step of ``gate_inputs`` ``[batch, length, 4 * hidden]`` (``[length, batch,
+        4 * hidden]`` with ``time_major``), see ``lstm_sequence``.
 
-        Returns ``(final carry, outputs [batch, length, hidden])``; with a ``mask`` the carry
-        is held at False positions and their outputs are zero, as ``RecurrentLayer`` needs.
+        Returns ``(final carry, outputs [batch, length, hidden])`` (length first with
+        ``time_major``); with a ``mask`` the carry is held at False positions and their outputs
+        are zero, as ``RecurrentLayer`` needs.
         """
         c, h = carry
         return lstm_sequence(
@@ -156,6 +159,7 @@ class LSTMCell(nn.Module):
             mask,
             reverse=reverse,
             unroll=unroll,
+            time_major=time_major,
         )
 
     @staticmethod
@@ -295,18 +299,22 @@ class RecurrentLayer(nn.Module):
         """
         cls = cell_type(self.cell)
         dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
-        gate_inputs = logical_dense(
+        project = logical_dense(
             cls.num_gates * self.hidden_size, INPUT_AXES, name="input_proj", **dense_kw
-        )(inputs)
-        gate_inputs = nn.with_logical_constraint(gate_inputs, ("batch", "length", "mlp"))
+        )
         carry = cls.zero_carry(inputs.shape[:1], self.hidden_size, self.dtype)
         cell = cls(self.hidden_size, self.dtype, self.param_dtype, name="cell")
         if cls.fused_sequence:
-            kw = dict(reverse=self.reverse, unroll=self.unroll)
-            final, outputs = cell.sequence(carry, gate_inputs, mask, **kw)
-        else:
-            scan = time_scan(_masked_cell_step, reverse=self.reverse, unroll=self.unroll)
-            final, outputs = scan(cell, carry, (gate_inputs, mask))
+            # Time-major from the (narrow) inputs on: the wide gate inputs and their gradients
+            # then never need a transpose.
+            gate_inputs = project(jnp.swapaxes(inputs, 0, 1))
+            gate_inputs = nn.with_logical_constraint(gate_inputs, ("length", "batch", "mlp"))
+            kw = dict(reverse=self.reverse, unroll=self.unroll, time_major=True)
+            final, outputs = cell.sequence(carry, gate_inputs, jnp.swapaxes(mask, 0, 1), **kw)
+            return jnp.swapaxes(outputs, 0, 1), final
+        gate_inputs = nn.with_logical_constraint(project(inputs), ("batch", "length", "mlp"))
+        scan = time_scan(_masked_cell_step, reverse=self.reverse, unroll=self.unroll)
+        final, outputs = scan(cell, carry, (gate_inputs, mask))
         return outputs, final
 
 
@@ -428,13 +436,14 @@ class StackedCells(nn.Module):
             )
         cls = cell_type(self.cell)
         dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, use_bias=False)
+        time_major = over_time and cls.fused_sequence  # see RecurrentLayer
         if not over_time:
             step = _cell_step
-        elif cls.fused_sequence:
+        elif time_major:
             step = functools.partial(_fused_sequence_step, unroll=unroll)
         else:
             step = time_scan(_cell_step, unroll=unroll)
-        x, new_carry = inputs, []
+        x, new_carry = (jnp.swapaxes(inputs, 0, 1) if time_major else inputs), []
         for layer, layer_carry in enumerate(carry):
             if layer > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -444,7 +453,7 @@ class StackedCells(nn.Module):
             cell = cls(self.hidden_size, self.dtype, self.param_dtype, name=f"cell_{layer}")
             layer_carry, x = step(cell, layer_carry, proj(x))
             new_carry.append(layer_carry)
-        return tuple(new_carry), x
+        return tuple(new_carry), (jnp.swapaxes(x, 0, 1) if time_major else x)
 
 
 def _cell_step(cell: nn.Module, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
@@ -454,4 +463,4 @@ def _cell_step(cell: nn.Module, carry: Carry, gate_inputs: Array) -> tuple[Carry
 def _fused_sequence_step(
     cell: nn.Module, carry: Carry, gate_inputs: Array, *, unroll: int
 ) -> tuple[Carry, Array]:
-    return cell.sequence(carry, gate_inputs, unroll=unroll)
+    return cell.sequence(carry, gate_inputs, unroll=unroll, time_major=True)
