@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.models.lstm_sequence import lstm_sequence
+from s2s_jax.models.recurrence import run_recurrence
 
 Array = jax.Array
 Carry = tuple[Array, ...]
@@ -88,8 +88,8 @@ class LSTMCell(nn.Module):
     """LSTM cell (gate order i, f, g, o) over pre-projected inputs.
 
     ``__call__`` is one step; ``sequence`` runs a whole known sequence with the same params and
-    a hand-written backward pass (``lstm_sequence``), which layers use instead of scanning
-    ``__call__`` (``fused_sequence``).
+    a hand-written backward pass (``recurrence.run_recurrence``), which layers use instead of
+    scanning ``__call__`` (``fused_sequence``).
 
     Attributes:
       hidden_size: size of ``c`` and ``h``.
@@ -144,18 +144,19 @@ class LSTMCell(nn.Module):
         time_major: bool = False,
     ) -> tuple[Carry, Array]:
         """Every step of ``gate_inputs`` ``[batch, length, 4 * hidden]`` (``[length, batch,
-        4 * hidden]`` with ``time_major``), see ``lstm_sequence``.
+        4 * hidden]`` with ``time_major``), see ``recurrence.run_recurrence``.
 
         Returns ``(final carry, outputs [batch, length, hidden])`` (length first with
         ``time_major``); with a ``mask`` the carry is held at False positions and their outputs
         are zero, as ``RecurrentLayer`` needs.
         """
         c, h = carry
-        return lstm_sequence(
+        return run_recurrence(
+            "lstm",
             (c.astype(self.dtype), h.astype(self.dtype)),
             gate_inputs.astype(self.dtype),
-            self.recurrent_kernel.astype(self.dtype),
-            self.bias.astype(self.dtype),
+            self.recurrent_kernel,
+            self.bias,  # gates = x + h @ W + b: the bias may sit on either side
             mask,
             reverse=reverse,
             unroll=unroll,
@@ -172,7 +173,9 @@ class LSTMCell(nn.Module):
 class GRUCell(nn.Module):
     """GRU cell (gate order r, z, n; Cho et al. 2014) over pre-projected inputs.
 
-    ``n = tanh(x_n + b_n + r * (h @ W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``.
+    ``n = tanh(x_n + b_n + r * (h @ W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``. ``__call__``
+    is one step, ``sequence`` a whole known sequence with a hand-written backward pass, as for
+    ``LSTMCell``.
 
     Attributes:
       hidden_size: size of ``h``.
@@ -184,9 +187,25 @@ class GRUCell(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     num_gates: ClassVar[int] = 3
-    fused_sequence: ClassVar[bool] = False
+    fused_sequence: ClassVar[bool] = True
 
-    @nn.compact
+    def setup(self):
+        size = 3 * self.hidden_size
+        init = nn.with_logical_partitioning(
+            _per_gate(nn.initializers.orthogonal(), 3), RECURRENT_AXES
+        )
+        self.recurrent_kernel = self.param(
+            "recurrent_kernel", init, (self.hidden_size, size), self.param_dtype
+        )
+        zeros = nn.initializers.zeros_init()
+        bias_init = nn.with_logical_partitioning(zeros, ("mlp",))
+        self.bias = self.param("bias", bias_init, (size,), self.param_dtype)
+        # The candidate's recurrent term is gated by r, so it needs its own bias.
+        n_bias_init = nn.with_logical_partitioning(zeros, ("hidden",))
+        self.recurrent_bias = self.param(
+            "recurrent_bias", n_bias_init, (self.hidden_size,), self.param_dtype
+        )
+
     def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
         """One step.
 
@@ -198,24 +217,38 @@ class GRUCell(nn.Module):
           ``((h',), h')``.
         """
         (h,) = carry
-        size = 3 * self.hidden_size
-        init = nn.with_logical_partitioning(
-            _per_gate(nn.initializers.orthogonal(), 3), RECURRENT_AXES
-        )
-        kernel = self.param("recurrent_kernel", init, (self.hidden_size, size), self.param_dtype)
-        zeros = nn.initializers.zeros_init()
-        bias_init = nn.with_logical_partitioning(zeros, ("mlp",))
-        bias = self.param("bias", bias_init, (size,), self.param_dtype)
-        # The candidate's recurrent term is gated by r, so it needs its own bias.
-        n_bias_init = nn.with_logical_partitioning(zeros, ("hidden",))
-        n_bias = self.param("recurrent_bias", n_bias_init, (self.hidden_size,), self.param_dtype)
-        x_r, x_z, x_n = jnp.split(gate_inputs + bias.astype(self.dtype), 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(h @ kernel.astype(self.dtype), 3, axis=-1)
+        x_r, x_z, x_n = jnp.split(gate_inputs + self.bias.astype(self.dtype), 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h @ self.recurrent_kernel.astype(self.dtype), 3, axis=-1)
         r = nn.sigmoid(x_r + h_r)
         z = nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * (h_n + n_bias.astype(self.dtype)))
+        n = jnp.tanh(x_n + r * (h_n + self.recurrent_bias.astype(self.dtype)))
         new_h = ((1.0 - z) * n + z * h).astype(self.dtype)
         return (new_h,), new_h
+
+    def sequence(
+        self,
+        carry: Carry,
+        gate_inputs: Array,
+        mask: Array | None = None,
+        *,
+        reverse: bool = False,
+        unroll: int = 1,
+        time_major: bool = False,
+    ) -> tuple[Carry, Array]:
+        """Every step of ``gate_inputs`` ``[batch, length, 3 * hidden]``; see ``LSTMCell``."""
+        (h,) = carry
+        zeros = jnp.zeros((2 * self.hidden_size,), self.recurrent_bias.dtype)
+        return run_recurrence(
+            "gru",
+            (h.astype(self.dtype),),
+            (gate_inputs + self.bias.astype(gate_inputs.dtype)).astype(self.dtype),
+            self.recurrent_kernel,
+            jnp.concatenate([zeros, self.recurrent_bias]),  # only the candidate's h @ W_hn
+            mask,
+            reverse=reverse,
+            unroll=unroll,
+            time_major=time_major,
+        )
 
     @staticmethod
     def zero_carry(batch_shape: tuple[int, ...], hidden_size: int, dtype: Dtype) -> Carry:
