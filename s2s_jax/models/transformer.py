@@ -397,7 +397,13 @@ class Decoder(_Stack):
         return self._finish(y), weights[-1]
 
     def step(
-        self, y: Array, keys: Array, values: Array, src_mask: Array, cache: PyTree, index: Array
+        self,
+        y: Array,
+        keys: Sequence[Array],
+        values: Sequence[Array],
+        src_mask: Array,
+        cache: PyTree,
+        index: Array,
     ) -> tuple[Array, PyTree]:
         """One decoding step for every hypothesis.
 

@@ -475,10 +475,11 @@ REMAT_POLICIES: dict[str, Any] = {
 
 # Scan axes of the layer arguments after the carried x, in the order of the signatures above.
 ENCODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast)  # deterministic, bias, positions
-# deterministic, self_bias, positions, cross_kv [b, layers, ...], cross_bias,
-# cache [b, beam, layers, ...]
-DECODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast, 1, nn.broadcast, 2)
-DECODER_OUT_AXES = (2, 0)  # cache [b, beam, layers, ...], weights [layers, b, length, src]
+# deterministic, self_bias, positions, cross_kv [b, layers, ...], cross_bias, cache. Stacks run
+# whole sequences only (cache None); decoding steps call the layers one by one with per-layer
+# caches (``Decoder.step``).
+DECODER_IN_AXES = (nn.broadcast, nn.broadcast, nn.broadcast, 1, nn.broadcast, nn.broadcast)
+DECODER_OUT_AXES = (0, 0)  # cache (None), weights [layers, b, length, src]
 
 
 def layer_stack(
