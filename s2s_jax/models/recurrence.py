@@ -6,7 +6,7 @@ whole accumulator per time step. Here the backward loop only propagates the stat
 stacks the gradients of ``h @ kernel``; the kernel gradient is then one large matmul over all
 ``time * batch`` rows, and the bias and input-projection gradients fall out of the stacked
 gradients (as cuDNN and oneDNN do). Same maths as ``rnn.LSTMCell`` / ``rnn.GRUCell`` stepped by
-``nn.scan`` (tested).
+``nn.scan`` (tested); the cells' own single step (``__call__``) runs the same forward functions.
 
 A cell is two step functions over time-major slices (``CELL_STEPS``):
   * ``forward(carry, x, h_proj) -> (new_carry, residuals)``, with ``x`` the gate inputs (input
@@ -79,6 +79,11 @@ def _gru_backward(d_new: Carry, residuals):
 
 
 CELL_STEPS = {"lstm": (_lstm_forward, _lstm_backward), "gru": (_gru_forward, _gru_backward)}
+
+
+def step_forward(cell: str, carry: Carry, x: Array, h_proj: Array) -> tuple[Carry, tuple]:
+    """One step of ``cell``: ``(new carry, residuals)``; see ``CELL_STEPS``."""
+    return CELL_STEPS[cell][0](carry, x, h_proj)
 
 
 def run_recurrence(

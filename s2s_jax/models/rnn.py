@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.models.recurrence import run_recurrence
+from s2s_jax.models.recurrence import run_recurrence, step_forward
 
 Array = jax.Array
 Carry = tuple[Array, ...]
@@ -84,15 +84,17 @@ def _lstm_bias_init(key: Array, shape: Sequence[int], dtype: Dtype = jnp.float32
     return jnp.zeros(shape, dtype).at[hidden : 2 * hidden].set(1.0)
 
 
-class LSTMCell(nn.Module):
-    """LSTM cell (gate order i, f, g, o) over pre-projected inputs.
+class _Cell(nn.Module):
+    """What the cells share: one step (``__call__``) and a whole known sequence (``sequence``).
 
-    ``__call__`` is one step; ``sequence`` runs a whole known sequence with the same params and
-    a hand-written backward pass (``recurrence.run_recurrence``), which layers use instead of
-    scanning ``__call__`` (``fused_sequence``).
+    Both run the cell's maths from ``recurrence.CELL_STEPS`` on the same params; ``sequence``
+    adds the hand-written backward pass (``recurrence.run_recurrence``), which layers use
+    instead of scanning ``__call__`` (``fused_sequence``). A cell declares its params in
+    ``setup`` (``recurrent_kernel`` ``[hidden, gates * hidden]`` among them) and says where its
+    biases go (``_biases``).
 
     Attributes:
-      hidden_size: size of ``c`` and ``h``.
+      hidden_size: size of the hidden state (and of the LSTM's ``c``).
       dtype: compute dtype (also the carry's dtype).
       param_dtype: storage dtype of the parameters.
     """
@@ -100,38 +102,30 @@ class LSTMCell(nn.Module):
     hidden_size: int
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
-    num_gates: ClassVar[int] = 4
+    kind: ClassVar[str]
+    num_gates: ClassVar[int]
     fused_sequence: ClassVar[bool] = True
 
-    def setup(self):
-        size = 4 * self.hidden_size
-        init = nn.with_logical_partitioning(
-            _per_gate(nn.initializers.orthogonal(), 4), RECURRENT_AXES
-        )
-        self.recurrent_kernel = self.param(
-            "recurrent_kernel", init, (self.hidden_size, size), self.param_dtype
-        )
-        bias_init = nn.with_logical_partitioning(_lstm_bias_init, ("mlp",))
-        self.bias = self.param("bias", bias_init, (size,), self.param_dtype)
+    def _biases(self) -> tuple[Array | None, Array]:
+        """``(bias added to the gate inputs or None, bias added to h @ recurrent_kernel)``."""
+        raise NotImplementedError
 
     def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
         """One step.
 
         Args:
-          carry: ``(c, h)``, each ``[..., hidden]``.
-          gate_inputs: ``[..., 4 * hidden]``, the input projection ``x @ W_in``.
+          carry: ``(c, h)`` (LSTM) or ``(h,)`` (GRU), each ``[..., hidden]``.
+          gate_inputs: ``[..., gates * hidden]``, the input projection ``x @ W_in``.
 
         Returns:
-          ``((c', h'), h')``.
+          ``(new carry, new h)``.
         """
-        c, h = carry
-        kernel = self.recurrent_kernel.astype(self.dtype)
-        gates = gate_inputs + h @ kernel + self.bias.astype(self.dtype)
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        new_c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-        new_h = nn.sigmoid(o) * jnp.tanh(new_c)
-        new_c, new_h = new_c.astype(self.dtype), new_h.astype(self.dtype)
-        return (new_c, new_h), new_h
+        input_bias, recurrent_bias = self._biases()
+        x = gate_inputs if input_bias is None else gate_inputs + input_bias
+        h_proj = carry[-1] @ self.recurrent_kernel.astype(self.dtype) + recurrent_bias
+        new, _ = step_forward(self.kind, carry, x, h_proj)
+        new = tuple(part.astype(self.dtype) for part in new)
+        return new, new[-1]
 
     def sequence(
         self,
@@ -143,25 +137,53 @@ class LSTMCell(nn.Module):
         unroll: int = 1,
         time_major: bool = False,
     ) -> tuple[Carry, Array]:
-        """Every step of ``gate_inputs`` ``[batch, length, 4 * hidden]`` (``[length, batch,
-        4 * hidden]`` with ``time_major``), see ``recurrence.run_recurrence``.
+        """Every step of ``gate_inputs`` ``[batch, length, gates * hidden]`` (``[length, batch,
+        gates * hidden]`` with ``time_major``), see ``recurrence.run_recurrence``.
 
         Returns ``(final carry, outputs [batch, length, hidden])`` (length first with
         ``time_major``); with a ``mask`` the carry is held at False positions and their outputs
         are zero, as ``RecurrentLayer`` needs.
         """
-        c, h = carry
+        input_bias, recurrent_bias = self._biases()
+        x = gate_inputs if input_bias is None else gate_inputs + input_bias
         return run_recurrence(
-            "lstm",
-            (c.astype(self.dtype), h.astype(self.dtype)),
-            gate_inputs.astype(self.dtype),
+            self.kind,
+            tuple(part.astype(self.dtype) for part in carry),
+            x.astype(self.dtype),
             self.recurrent_kernel,
-            self.bias,  # gates = x + h @ W + b: the bias may sit on either side
+            recurrent_bias,
             mask,
             reverse=reverse,
             unroll=unroll,
             time_major=time_major,
         )
+
+    def _recurrent_kernel(self) -> Array:
+        init = _per_gate(nn.initializers.orthogonal(), self.num_gates)
+        shape = (self.hidden_size, self.num_gates * self.hidden_size)
+        return self.param(
+            "recurrent_kernel",
+            nn.with_logical_partitioning(init, RECURRENT_AXES),
+            shape,
+            self.param_dtype,
+        )
+
+
+class LSTMCell(_Cell):
+    """LSTM cell (gate order i, f, g, o) over pre-projected inputs; see ``_Cell``."""
+
+    kind: ClassVar[str] = "lstm"
+    num_gates: ClassVar[int] = 4
+
+    def setup(self):
+        self.recurrent_kernel = self._recurrent_kernel()
+        bias_init = nn.with_logical_partitioning(_lstm_bias_init, ("mlp",))
+        self.bias = self.param("bias", bias_init, (4 * self.hidden_size,), self.param_dtype)
+
+    def _biases(self) -> tuple[Array | None, Array]:
+        # gates = x + h @ W + b: the bias may sit on either side; the recurrent side lets the
+        # hand-written backward pass return its gradient directly.
+        return None, self.bias.astype(self.dtype)
 
     @staticmethod
     def zero_carry(batch_shape: tuple[int, ...], hidden_size: int, dtype: Dtype) -> Carry:
@@ -170,85 +192,30 @@ class LSTMCell(nn.Module):
         return (zeros, zeros)
 
 
-class GRUCell(nn.Module):
-    """GRU cell (gate order r, z, n; Cho et al. 2014) over pre-projected inputs.
+class GRUCell(_Cell):
+    """GRU cell (gate order r, z, n; Cho et al. 2014) over pre-projected inputs; see ``_Cell``.
 
-    ``n = tanh(x_n + b_n + r * (h @ W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``. ``__call__``
-    is one step, ``sequence`` a whole known sequence with a hand-written backward pass, as for
-    ``LSTMCell``.
-
-    Attributes:
-      hidden_size: size of ``h``.
-      dtype: compute dtype (also the carry's dtype).
-      param_dtype: storage dtype of the parameters.
+    ``n = tanh(x_n + b_n + r * (h @ W_hn + b_hn))``, ``h' = (1 - z) * n + z * h``.
     """
 
-    hidden_size: int
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+    kind: ClassVar[str] = "gru"
     num_gates: ClassVar[int] = 3
-    fused_sequence: ClassVar[bool] = True
 
     def setup(self):
-        size = 3 * self.hidden_size
-        init = nn.with_logical_partitioning(
-            _per_gate(nn.initializers.orthogonal(), 3), RECURRENT_AXES
-        )
-        self.recurrent_kernel = self.param(
-            "recurrent_kernel", init, (self.hidden_size, size), self.param_dtype
-        )
+        self.recurrent_kernel = self._recurrent_kernel()
         zeros = nn.initializers.zeros_init()
         bias_init = nn.with_logical_partitioning(zeros, ("mlp",))
-        self.bias = self.param("bias", bias_init, (size,), self.param_dtype)
+        self.bias = self.param("bias", bias_init, (3 * self.hidden_size,), self.param_dtype)
         # The candidate's recurrent term is gated by r, so it needs its own bias.
         n_bias_init = nn.with_logical_partitioning(zeros, ("hidden",))
         self.recurrent_bias = self.param(
             "recurrent_bias", n_bias_init, (self.hidden_size,), self.param_dtype
         )
 
-    def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
-        """One step.
-
-        Args:
-          carry: ``(h,)`` with ``h`` ``[..., hidden]``.
-          gate_inputs: ``[..., 3 * hidden]``, the input projection ``x @ W_in``.
-
-        Returns:
-          ``((h',), h')``.
-        """
-        (h,) = carry
-        x_r, x_z, x_n = jnp.split(gate_inputs + self.bias.astype(self.dtype), 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(h @ self.recurrent_kernel.astype(self.dtype), 3, axis=-1)
-        r = nn.sigmoid(x_r + h_r)
-        z = nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * (h_n + self.recurrent_bias.astype(self.dtype)))
-        new_h = ((1.0 - z) * n + z * h).astype(self.dtype)
-        return (new_h,), new_h
-
-    def sequence(
-        self,
-        carry: Carry,
-        gate_inputs: Array,
-        mask: Array | None = None,
-        *,
-        reverse: bool = False,
-        unroll: int = 1,
-        time_major: bool = False,
-    ) -> tuple[Carry, Array]:
-        """Every step of ``gate_inputs`` ``[batch, length, 3 * hidden]``; see ``LSTMCell``."""
-        (h,) = carry
-        zeros = jnp.zeros((2 * self.hidden_size,), self.recurrent_bias.dtype)
-        return run_recurrence(
-            "gru",
-            (h.astype(self.dtype),),
-            (gate_inputs + self.bias.astype(gate_inputs.dtype)).astype(self.dtype),
-            self.recurrent_kernel,
-            jnp.concatenate([zeros, self.recurrent_bias]),  # only the candidate's h @ W_hn
-            mask,
-            reverse=reverse,
-            unroll=unroll,
-            time_major=time_major,
-        )
+    def _biases(self) -> tuple[Array | None, Array]:
+        # Only the candidate's h @ W_hn gets a recurrent bias (r and z have none).
+        recurrent = jnp.pad(self.recurrent_bias, (2 * self.hidden_size, 0))
+        return self.bias.astype(self.dtype), recurrent.astype(self.dtype)
 
     @staticmethod
     def zero_carry(batch_shape: tuple[int, ...], hidden_size: int, dtype: Dtype) -> Carry:
