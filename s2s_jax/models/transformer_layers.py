@@ -186,7 +186,12 @@ def attention_weights(query: Array, key: Array, bias: Array) -> Array:
       whatever the compute dtype).
     """
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-    return jax.nn.softmax(logits * query.shape[-1] ** -0.5 + bias, axis=-1)
+    return _scaled_softmax(logits, query.shape[-1], bias)
+
+
+def _scaled_softmax(logits: Array, head_dim: int, bias: Array) -> Array:
+    """``softmax(logits / sqrt(head_dim) + bias)`` over the last (key) axis."""
+    return jax.nn.softmax(logits * head_dim**-0.5 + bias, axis=-1)
 
 
 def _attend(
@@ -247,13 +252,13 @@ def _attend_step(query: Array, keys: Array, values: Array, bias: Array) -> tuple
     """
     if keys.ndim == 5:  # batch dims (b, i, h) lead both operands
         logits = jnp.einsum("bihd,bihdk->bihk", query, keys, preferred_element_type=jnp.float32)
-        weights = jax.nn.softmax(logits * query.shape[-1] ** -0.5 + jnp.swapaxes(bias, 1, 2), -1)
+        weights = _scaled_softmax(logits, query.shape[-1], jnp.swapaxes(bias, 1, 2))
         out = jnp.einsum("bihk,bihdk->bihd", weights.astype(values.dtype), values)
         return out, weights
     # Shared memory: the beams of a (b, h) pair are the rows of one small matmul.
     query = jnp.swapaxes(query, 1, 2)  # [b, h, beam, d]
     logits = jnp.einsum("bhid,bhdk->bhik", query, keys, preferred_element_type=jnp.float32)
-    weights = jax.nn.softmax(logits * query.shape[-1] ** -0.5 + bias, -1)
+    weights = _scaled_softmax(logits, query.shape[-1], bias)
     out = jnp.einsum("bhik,bhdk->bhid", weights.astype(values.dtype), values)
     return jnp.swapaxes(out, 1, 2), jnp.swapaxes(weights, 1, 2)
 
