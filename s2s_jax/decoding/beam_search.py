@@ -151,17 +151,16 @@ def _beam_step(
     logprobs = processors.apply_constraints(constraints, raw, state.alive_seqs, state.step)
     batch, beam, vocab = logprobs.shape
     candidates = (state.alive_logprobs[..., None] + logprobs).reshape(batch, beam * vocab)
-    is_eos = jnp.arange(beam * vocab) % vocab == constraints.eos_id
 
     # One pass over all candidates: at most `beam` of them are EOS (one per beam), so the best
     # 2 * beam hold the best `beam` non-EOS ones; both selections below are over this short list
-    # (in score order, ties by index, exactly as a top_k over every candidate would give).
-    # (The barrier keeps XLA from folding the slices below into the top_k, which turns its
-    # fast TopK call into a full sort on CPU.)
+    # (in score order, ties by index, exactly as a top_k over every candidate would give). The
+    # barrier keeps XLA from folding the slices below into the top_k, which turns its fast TopK
+    # call into a full sort on CPU.
     top_scores, top_index = jax.lax.optimization_barrier(
         jax.lax.top_k(candidates, min(2 * beam, beam * vocab))
     )
-    top_is_eos = is_eos[top_index]
+    top_is_eos = top_index % vocab == constraints.eos_id
 
     # Rows already done take no new finished hypotheses, so ties cannot displace kept ones.
     rows_done = _rows_done(state, constraints.caps, alpha)

@@ -18,7 +18,7 @@ vocabulary projection; the input-fed ``a_t`` is the undropped vector.
 """
 
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -144,8 +144,11 @@ class _DecoderStep(nn.Module):
     """
 
     config: RNNConfig
-    # True where teacher forcing can run without a step loop (``sequence``, see LuongDecoderStep).
-    parallel: ClassVar[bool] = False
+
+    @property
+    def parallel(self) -> bool:
+        """True where teacher forcing can run without a step loop (``sequence``)."""
+        return False
 
     def _dtypes(self) -> dict[str, Any]:
         return {"dtype": self.config.compute_dtype, "param_dtype": self.config.storage_dtype}
@@ -245,7 +248,7 @@ class LuongDecoderStep(_DecoderStep):
         return new_cache, (attentional, weights)
 
     @property
-    def parallel(self) -> bool:  # type: ignore[override]
+    def parallel(self) -> bool:
         """Without input feeding, teacher forcing needs no step loop around the attention."""
         return not self.config.input_feeding
 
