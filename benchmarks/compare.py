@@ -3,6 +3,7 @@
     python benchmarks/compare.py                                   # full sizes, all workloads
     python benchmarks/compare.py --workloads W1,W3 --rounds 5 --steps 4 --json out.json
     python benchmarks/compare.py --tiny --rounds 1 --steps 1       # smoke run, tiny shapes
+    python benchmarks/compare.py --workloads W1,W2 --peak-rss      # + peak RSS per system
 
 Workloads (/work/shared/bench/WORKLOADS.md): W1 LSTM attention training vs eager PyTorch; W2
 Transformer training vs Hugging Face Marian; W3 beam-4 and greedy decoding of 32 tokens vs HF
@@ -13,8 +14,10 @@ Systems of a workload alternate: after ``--warmup`` untimed calls each, every ro
 ``--steps`` timed calls of each system in turn (W3 and W4: one call per system per round, so W3
 gives the median of ``--rounds`` decodes). Figures are medians; s2s_jax's compile time is
 measured ahead of time and reported on its own row (the peers run eagerly: no compile step).
-A peer whose packages are missing is skipped with one line. Ratios and the ceiling column are
-defined in ``benchmarks/report.py``; targets print PASS / MISS / SKIP after the table.
+A peer whose packages are missing is skipped with one line. ``--peak-rss`` adds, after the
+timing, a "peak_rss" row per W1/W2 system, each measured in a child process of its own
+(``benchmarks/peak_rss.py``). Ratios and the ceiling column are defined in
+``benchmarks/report.py``; targets print PASS / MISS / SKIP after the table.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: the repository root holds `ben
 
 import jax
 
-from benchmarks import peers, report, s2s_side, workloads
+from benchmarks import peak_rss, peers, report, s2s_side, training_systems, workloads
 from benchmarks.harness import System, alternate
 from s2s_jax.profiling import measure_matmul_flops
 from s2s_jax.run_info import git_revision, package_versions
@@ -82,47 +85,28 @@ class Context:
         return rows
 
 
-def _training_batches(ctx: Context, config, src_len: int | None = None, count: int = 4):
-    source, target = workloads.lengths(config)
-    return workloads.synthetic_batches(
-        batch=config.data.batch_size, src_len=src_len or source, tgt_len=target,
-        vocab=ctx.sizes.vocab, count=count, seed=config.seed,
-    )  # fmt: skip
+def _run_training(ctx: Context, workload: str, extra: tuple[str, ...] = ()) -> list[report.Row]:
+    """Builds the systems of a training workload (peers whose packages are in) and times them."""
+    batches = training_systems.batches(workload, ctx.tiny)
+    systems = [
+        entry.build(ctx.tiny, batches)
+        for entry in training_systems.SYSTEMS[workload].values()
+        if entry.peer is None or ctx.peer_ok(entry.peer)
+    ]
+    for system in systems:
+        if system.peer:  # same maths: credited with s2s_jax's (the first system's) FLOP count
+            system.flops_per_call = systems[0].flops_per_call
+    return ctx.measure(systems, per_round=ctx.steps, warmup=ctx.warmup, extra=extra)
 
 
 def run_w1(ctx: Context) -> list[report.Row]:
     """W1: s2s_jax's LSTM attention train step vs the same model in eager PyTorch."""
-    config = workloads.w1_config(ctx.tiny)
-    batches = _training_batches(ctx, config)
-    ours = s2s_side.train_system("W1", "s2s_jax", config, ctx.sizes.vocab, batches)
-    systems = [ours]
-    if ctx.peer_ok("torch"):
-        from benchmarks.peers import torch_lstm
-
-        peer = torch_lstm.train_system("W1", config, ctx.sizes.vocab, batches, config.seed)
-        peer.flops_per_call = ours.flops_per_call
-        systems.append(peer)
-    return ctx.measure(systems, per_round=ctx.steps, warmup=ctx.warmup, extra=("memory",))
+    return _run_training(ctx, "W1", extra=("memory",))
 
 
 def run_w2(ctx: Context) -> list[report.Row]:
     """W2: s2s_jax's post-LN (and pre-LN) Transformer train step vs HF MarianMTModel."""
-    config = workloads.w2_config(ctx.tiny)
-    batches = _training_batches(ctx, config)
-    vocab = ctx.sizes.vocab
-    ours = s2s_side.train_system("W2", "s2s_jax", config, vocab, batches, note="post-LN")
-    pre_ln = s2s_side.train_system(
-        "W2", "s2s_jax pre-LN", workloads.w2_config(ctx.tiny, pre_ln=True), vocab, batches,
-        note="pre-LN variant (Marian is post-LN only)",
-    )  # fmt: skip
-    systems = [ours, pre_ln]
-    if ctx.peer_ok("hf_marian"):
-        from benchmarks.peers import hf_marian
-
-        peer = hf_marian.train_system("W2", config, vocab, batches)
-        peer.flops_per_call = ours.flops_per_call
-        systems.append(peer)
-    return ctx.measure(systems, per_round=ctx.steps, warmup=ctx.warmup)
+    return _run_training(ctx, "W2")
 
 
 def _w3_model(ctx: Context, config):
@@ -186,7 +170,7 @@ def run_w4(ctx: Context) -> list[report.Row]:
         workloads.w2_config(ctx.tiny), encoder_layers=sz.deep_layers, decoder_layers=sz.deep_layers
     )
     label = "W4 transformer"
-    batches = _training_batches(ctx, deep, count=2)
+    batches = workloads.training_batches(deep, vocab, count=2)
     systems = [
         _variant(label, "s2s_jax scanned", deep, vocab, batches, reference=False),
         _variant(label, "s2s_jax unrolled", s2s_side.with_model(deep, scan_layers=False), vocab,
@@ -195,7 +179,7 @@ def run_w4(ctx: Context) -> list[report.Row]:
     rows = ctx.measure(systems, per_round=1, warmup=1, extra=W4_EXTRA)
     lstm = workloads.w1_config(ctx.tiny)
     label = "W4 lstm"
-    batches = _training_batches(ctx, lstm, src_len=sz.long_src_len, count=2)
+    batches = workloads.training_batches(lstm, vocab, src_len=sz.long_src_len, count=2)
     unrolls = [sz.partial_unroll] + ([sz.long_src_len] if ctx.full_unroll else [])
     systems = [_variant(label, "s2s_jax scanned", lstm, vocab, batches, reference=False)]
     for unroll in unrolls:
@@ -203,6 +187,33 @@ def run_w4(ctx: Context) -> list[report.Row]:
         config = s2s_side.with_model(lstm, unroll=unroll)
         systems.append(_variant(label, name, config, vocab, batches, reference=True))
     return rows + ctx.measure(systems, per_round=1, warmup=1, extra=W4_EXTRA)
+
+
+def measure_peak_rss(ctx: Context, names: list[str]) -> list[report.Row]:
+    """Peak RSS rows of the training workloads among ``names``: one child process per system.
+
+    The children run one after another (never beside the timing); a child that fails is
+    reported with its stderr tail and recorded in ``ctx.skipped``, and the run goes on.
+    """
+    rows = []
+    untrained = [name for name in names if name not in training_systems.SYSTEMS]
+    if untrained:
+        print(f"peak RSS: not measured for {', '.join(untrained)} (W1 and W2 only)", flush=True)
+    for workload in [name for name in names if name in training_systems.SYSTEMS]:
+        for system, entry in training_systems.SYSTEMS[workload].items():
+            if entry.peer is not None and not ctx.peer_ok(entry.peer):
+                continue
+            print(f"peak RSS {workload}: {system} in its own process", flush=True)
+            try:
+                result = peak_rss.run_child(
+                    workload, system, tiny=ctx.tiny, steps=ctx.warmup + ctx.steps
+                )
+            except peak_rss.ChildError as err:
+                print(err, flush=True)
+                ctx.skipped.append(str(err))
+                continue
+            rows.append(peak_rss.row(result))
+    return rows
 
 
 RUNNERS: dict[str, Callable[[Context], list[report.Row]]] = {
@@ -260,6 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="W4: also fully unroll the LSTM over 512 steps (compiles for minutes)",
     )
+    parser.add_argument(
+        "--peak-rss",
+        action="store_true",
+        help="after the timing, also measure each W1/W2 system's peak RSS in its own process",
+    )
     return parser  # fmt: skip
 
 
@@ -278,26 +294,32 @@ def main(argv: list[str] | None = None) -> dict:
                       ceiling, workdir)  # fmt: skip
         for name in args.workloads:
             rows += RUNNERS[name](ctx)
+        if args.peak_rss:
+            rows += measure_peak_rss(ctx, args.workloads)
     rows = report.add_ratios(rows)
     targets = report.check_targets(rows)
     print()
     print(report.format_table(rows))
     print(report.LEGEND)
+    if args.peak_rss:
+        print(peak_rss.SOURCE)
     print()
     print(report.format_targets(targets))
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(f"\nprocess peak RSS {peak_rss / 2**20:.0f} MiB (all systems of the run together)")
+    process_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    print(f"\nprocess peak RSS {process_rss / 2**20:.0f} MiB (all systems of the run together)")
     info = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "machine": {
             "ceiling_flops_per_sec": ceiling, "ceiling_source": ceiling_source,
             "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-            "process_peak_rss_bytes": peak_rss,
+            "process_peak_rss_bytes": process_rss,
         },
         "skipped": ctx.skipped,
         "git_revision": git_revision(),
         "packages": package_versions() | package_versions(PEER_PACKAGES),
     }  # fmt: skip
+    if args.peak_rss:
+        info["peak_rss_source"] = peak_rss.SOURCE
     if args.json:
         report.write_json(args.json, rows, targets, **info)
         print(f"wrote {args.json}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks.harness import System, median
 
-LOWER_IS_BETTER = frozenset({"compile", "step", "memory"})
+LOWER_IS_BETTER = frozenset({"compile", "step", "memory", "peak_rss"})
 LEGEND = """\
 vs best: times better than the best peer of the workload (throughput: value / best; seconds and
   MiB: best / value); the best peer shows 1.00x. W4: the unrolled variants are the references.
@@ -37,7 +37,8 @@ class Row:
     Attributes:
       workload: e.g. "W1", "W3 beam", "W4 transformer".
       system: e.g. "s2s_jax", "torch", "ct2_int8", "s2s_jax unrolled".
-      metric: "throughput" | "compile" | "step" | "memory".
+      metric: "throughput" | "compile" | "step" | "memory" (XLA's figure for one call) |
+        "peak_rss" (the system's own process, ``benchmarks/peak_rss.py``).
       value: the figure, in ``unit``.
       unit: "tokens/s", "s", "MiB".
       reference: a peer (or W4 unrolled variant) that ratios are taken against.

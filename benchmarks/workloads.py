@@ -109,3 +109,21 @@ def synthetic_batches(
             batch_arrays[key] = ids
         out.append(batch_arrays)
     return out
+
+
+def training_batches(
+    config: ml_collections.ConfigDict, vocab: int, *, src_len: int | None = None, count: int = 4
+) -> list[dict[str, np.ndarray]]:
+    """``synthetic_batches`` of an experiment's batch size and lengths, seeded by its ``seed``.
+
+    Args:
+      config: the run config (``data.batch_size``, ``data.buckets``, ``seed``).
+      vocab: vocabulary size of the ids.
+      src_len: overrides the source length (W4's long sources); None keeps the experiment's.
+      count: how many batches (cycled by the train steps).
+    """
+    source, target = lengths(config)
+    return synthetic_batches(
+        batch=config.data.batch_size, src_len=src_len or source, tgt_len=target, vocab=vocab,
+        count=count, seed=config.seed,
+    )  # fmt: skip

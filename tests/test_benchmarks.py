@@ -1,7 +1,9 @@
 """Tests of benchmarks/ (the W1-W4 runner and its peers) at tiny sizes."""
 
 import functools
+import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` is not installed
 
-from benchmarks import compare, peers, report, s2s_side, workloads  # noqa: E402
+from benchmarks import (  # noqa: E402
+    compare,
+    peak_rss,
+    peers,
+    report,
+    s2s_side,
+    training_systems,
+    workloads,
+)
 from benchmarks.harness import System, alternate  # noqa: E402
 from s2s_jax.data.vocab import EOS_ID  # noqa: E402
 from s2s_jax.models.registry import build_model  # noqa: E402
@@ -244,3 +254,78 @@ def test_compare_skips_missing_peers_and_still_reports(monkeypatch, tmp_path, ca
     assert all(r["ratio"] is None for r in saved["rows"])  # no peer, no ratio
     assert [t["status"] for t in saved["targets"]] == ["SKIP"] * len(report.TARGETS)
     assert len(saved["skipped"]) == 2
+
+
+def test_peak_rss_child_prints_its_peak_as_json_and_imports_jax_only():
+    argv = peak_rss.child_argv("W1", "s2s_jax", tiny=True, steps=2)
+    done = subprocess.run(argv, cwd=peak_rss.REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)  # stdout holds the JSON line and nothing else
+    assert (result["workload"], result["system"], result["steps"]) == ("W1", "s2s_jax", 2)
+    assert result["peer"] is False and result["tiny"] is True
+    assert result["peak_rss_bytes"] > 0
+    assert result["frameworks"] == ["jax"]  # no torch, transformers or ctranslate2
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents():
+    # ru_maxrss survives exec, so a child started by subprocess would report this process's
+    # peak; the VmHWM figure starts afresh. 512 MiB here, the child needs some 40 MiB.
+    ballast = np.ones(512 * 2**20, np.uint8)
+    code = (
+        "import json; from benchmarks import peak_rss; print(json.dumps(peak_rss.peak_rss_bytes()))"
+    )
+    child = peak_rss.launch([sys.executable, "-c", code], "probe", timeout=60)
+    assert 0 < child < 256 * 2**20 < ballast.nbytes
+
+
+def test_compare_peak_rss_adds_a_row_per_installed_system(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(compare.RUNNERS, "W1", lambda ctx: [])  # children only, no timing
+    saved, rows = _run_compare(tmp_path, "--workloads", "W1", "--peak-rss")
+    installed = ["s2s_jax"] + (["torch"] if importlib.util.find_spec("torch") else [])
+    got = {system: row for (_, system, metric), row in rows.items() if metric == "peak_rss"}
+    assert sorted(got) == sorted(installed)
+    for system, row in got.items():
+        assert row["workload"] == "W1" and row["unit"] == "MiB" and row["value"] > 0
+        assert row["reference"] is (system == "torch") and row["note"].endswith(
+            "; build + 1 train step"
+        )
+    assert "own process (jax)" in got["s2s_jax"]["note"]
+    if "torch" in got:  # lower is better: the ratio is torch's MiB over s2s_jax's
+        assert "own process (torch)" in got["torch"]["note"]  # the torch child loads no JAX
+        assert got["torch"]["ratio"] == 1.0
+        assert got["s2s_jax"]["ratio"] == pytest.approx(
+            got["torch"]["value"] / got["s2s_jax"]["value"]
+        )
+    assert saved["peak_rss_source"] == peak_rss.SOURCE and saved["skipped"] == []
+    assert peak_rss.SOURCE in capsys.readouterr().out
+
+
+def test_compare_reports_a_failed_peak_rss_child_and_goes_on(monkeypatch, tmp_path, capsys):
+    # The child only knows the real systems: this one makes it exit with a usage error.
+    bogus = {"bogus": training_systems.Entry(build=_stub_system)}
+    monkeypatch.setitem(training_systems.SYSTEMS, "W1", bogus)
+    monkeypatch.setitem(compare.RUNNERS, "W1", lambda ctx: [])
+    saved, rows = _run_compare(tmp_path, "--workloads", "W1", "--peak-rss")
+    assert rows == {}
+    (message,) = saved["skipped"]
+    assert message.startswith("Peak RSS child W1/bogus failed with exit code 2; stderr tail:")
+    assert "Unknown system 'bogus' for W1; choose from s2s_jax, torch." in message
+    assert message in capsys.readouterr().out
+
+
+def test_peak_rss_rejects_an_unknown_system_by_name():
+    with pytest.raises(peak_rss.ChildError, match="W1/nope failed with exit code 2") as err:
+        peak_rss.run_child("W1", "nope", tiny=True, steps=1, timeout=60)
+    assert "Unknown system 'nope' for W1; choose from s2s_jax, torch." in str(err.value)
+    with pytest.raises(ValueError, match="Unknown training workload 'W3'; choose from W1, W2"):
+        training_systems.lookup("W3", "s2s_jax")
+
+
+def test_peak_rss_child_that_hangs_or_prints_no_json_fails_clearly():
+    hang = "import sys, time; print('still compiling', file=sys.stderr, flush=True); time.sleep(60)"
+    with pytest.raises(peak_rss.ChildError, match="W2/hf_marian timed out after 1 s") as err:
+        peak_rss.launch([sys.executable, "-c", hang], "W2/hf_marian", timeout=1)
+    assert "still compiling" in str(err.value)
+    with pytest.raises(peak_rss.ChildError, match="W1/torch printed no JSON result"):
+        peak_rss.launch([sys.executable, "-c", "print('hello')"], "W1/torch", timeout=60)

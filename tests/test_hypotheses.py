@@ -1,5 +1,7 @@
 """Tests for s2s_jax.decoding.hypotheses: cache tiling and reordering, token bookkeeping."""
 
+import flax.struct
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -39,6 +41,35 @@ def test_gather_beams_selects_parents_per_row():
     parents = jnp.array([[2, 2, 0], [1, 0, 0]])
     out = hypotheses.gather_beams(tree, parents)
     np.testing.assert_array_equal(out["x"][..., 0], [[2, 2, 0], [11, 10, 10]])
+
+
+@flax.struct.dataclass
+class _History:
+    """A `ManagesBeams` node: a beam-free buffer plus the row table that follows reorders."""
+
+    buffer: jax.Array  # [batch, 7], no beam axis at all
+    rows: jax.Array  # [batch, beam]
+
+    def tile_beams(self, beam_size):
+        return self.replace(rows=jnp.repeat(self.rows, beam_size, axis=1))
+
+    def reorder_beams(self, parents):
+        return self.replace(rows=jnp.take_along_axis(self.rows, parents, axis=1))
+
+
+def test_nodes_that_manage_beams_tile_and_reorder_themselves():
+    node = _History(buffer=jnp.zeros((2, 7)), rows=jnp.array([[3], [4]]))
+    assert isinstance(node, hypotheses.ManagesBeams)
+    cache = {**_cache(), "history": node}
+    assert hypotheses.cache_batch_size(cache) == 2  # the node's [2, 7] leaf is not checked
+    tiled = hypotheses.tile_beams(cache, 3)
+    assert tiled["history"].buffer.shape == (2, 7) and tiled["h"].shape == (2, 3, 3)
+    tiled = tiled | {"history": node.replace(rows=jnp.array([[0, 1, 2], [3, 4, 5]]))}
+    out = hypotheses.gather_beams(tiled, jnp.array([[2, 2, 0], [1, 0, 0]]))
+    np.testing.assert_array_equal(out["history"].rows, [[2, 2, 0], [4, 3, 3]])
+    np.testing.assert_array_equal(out["pos"], [[5] * 3, [7] * 3])
+    with pytest.raises(ValueError, match="no \\[batch, 1, ...\\] array leaves"):
+        hypotheses.cache_batch_size({"history": node})
 
 
 def test_last_and_write_tokens():

@@ -2,6 +2,8 @@
 
 import dataclasses
 import functools
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -11,7 +13,7 @@ import pytest
 from s2s_jax import decoding
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from s2s_jax.generate import DecodeConfig, jit_generate
-from s2s_jax.models import marian
+from s2s_jax.models import marian, marian_config
 from s2s_jax.models.transformer import Transformer
 
 torch = pytest.importorskip("torch")
@@ -79,7 +81,7 @@ def _hf_model(variant: str, eos_boost: float = 0.0):
     "separate": separate source/target vocabularies, untied head, unscaled, swish.
     """
     activation = "swish" if variant == "separate" else "relu"
-    config = marian.marian_test_config(**SIZES, activation=activation)
+    config = marian_config.marian_test_config(**SIZES, activation=activation)
     if variant == "separate":
         config.share_encoder_decoder_embeddings = False
         config.tie_word_embeddings = False
@@ -317,7 +319,7 @@ def test_beam_matches_with_eos_suppressed():
     ],
 )
 def test_unbridgeable_configs_are_refused(changes, message):
-    config = marian.marian_test_config(**SIZES)
+    config = marian_config.marian_test_config(**SIZES)
     for name, value in changes.items():
         setattr(config, name, value)
     with pytest.raises(ValueError, match=message):
@@ -328,13 +330,13 @@ def test_other_architectures_and_activations_are_refused():
     with pytest.raises(ValueError, match="model_type 'marian'"):
         marian.marian_to_config(transformers.BartConfig())
     with pytest.raises(ValueError, match="activation='tanh'"):
-        marian.marian_test_config(activation="tanh")
+        marian_config.marian_test_config(activation="tanh")
 
 
 def _fresh_model(model_class=None):
     torch.manual_seed(0)
     model_class = model_class or transformers.MarianMTModel
-    return model_class(marian.marian_test_config(**SIZES)).eval()
+    return model_class(marian_config.marian_test_config(**SIZES)).eval()
 
 
 def test_config_not_describing_the_model_is_refused():
@@ -356,3 +358,14 @@ def test_models_with_other_weights_are_refused():
         marian.from_marian(model)
     with pytest.raises(ValueError, match="pass a MarianMTModel"):
         marian.from_marian(_fresh_model(transformers.MarianModel))
+
+
+def test_marian_config_module_does_not_load_jax():
+    # The Hugging Face benchmark peer builds its model from it in a process of its own, where
+    # loading JAX would add ~150 MiB to the peer's peak RSS.
+    code = (
+        "import sys, s2s_jax.models.marian_config\n"
+        "print(sorted({'jax', 'flax'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

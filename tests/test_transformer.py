@@ -13,6 +13,7 @@ import optax
 import pytest
 
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from s2s_jax.decoding import hypotheses
 from s2s_jax.models.transformer import POSITIONS, Transformer, TransformerConfig
 from s2s_jax.models.transformer_layers import stack_layer_params, unstack_layer_params
 
@@ -151,7 +152,9 @@ def test_init_decode_layout():
     assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(memory))  # batch first, no beam
     assert len(cache["layers"]) == layers
     for buffers in cache["layers"]:
-        assert buffers["keys"].shape == buffers["values"].shape == (2, 1, heads, head, 7)
+        assert buffers.keys.shape == (2, heads, head, 1, 7)
+        assert buffers.values.shape == (2, heads, 1, 7, head)
+        assert buffers.rows.shape == (2, 1, 7) and buffers.rows.dtype == jnp.int32
     assert cache["index"].shape == (2, 1) and cache["index"].dtype == jnp.int32
 
 
@@ -212,7 +215,7 @@ def _full_and_stepped(cfg, params):
 
     stepped = {}
     for beam in (1, 2):
-        beam_cache = jax.tree.map(lambda x, b=beam: jnp.repeat(x, b, axis=1), cache)
+        beam_cache = hypotheses.tile_beams(cache, beam)
         _, logits = jax.lax.scan(step, beam_cache, jnp.moveaxis(HYPS[:, :beam], 2, 0))
         stepped[beam] = jnp.moveaxis(logits, 0, 2)  # [batch, beam, tgt_len, vocab]
     return full.reshape(2, 2, 5, VOCAB), stepped

@@ -1,5 +1,6 @@
 """Tests for s2s_jax.models.transformer_layers."""
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -15,12 +16,14 @@ from s2s_jax.models.transformer_layers import (
     EncoderLayer,
     Mlp,
     SelfAttention,
+    StepCache,
     attention_weights,
     empty_cache,
+    fused_split_heads,
     make_norm,
+    split_heads,
     stack_layer_params,
     unstack_layer_params,
-    write_cache,
 )
 
 # float32 on CPU; the compared computations differ only in summation order.
@@ -51,15 +54,69 @@ def test_fully_masked_row_is_finite():
     np.testing.assert_allclose(weights, jnp.full((1, 2, 1, 3), 1 / 3), atol=TOL)
 
 
-def test_write_cache_uses_each_hypothesis_position():
+def test_fused_split_heads_matches_separate_projections_params_included():
+    cfg = _config()
+    x = jax.random.normal(jax.random.key(0), (2, 3, 16))
+    names = ("query", "key", "value")
+
+    class Separate(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return [split_heads(cfg, name)(x) for name in names]
+
+    class Fused(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return fused_split_heads(cfg, x, names)
+
+    separate = Separate().init(jax.random.key(1), x)
+    fused = Fused().init(jax.random.key(1), x)
+    # Same tree, shapes, initial values and logical axes: checkpoints and shardings carry over.
+    chex.assert_trees_all_equal(nn.unbox(fused), nn.unbox(separate))
+    axes = lambda tree: jax.tree.map(lambda p: p.names, tree, is_leaf=nn.meta.is_axis_metadata)
+    assert axes(fused) == axes(separate)
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), separate)
+    for got, want in zip(Fused().apply(params, x), Separate().apply(params, x), strict=True):
+        assert got.shape == (2, 3, 2, 8)
+        np.testing.assert_allclose(got, want, atol=TOL)
+
+
+def test_step_cache_writes_each_hypothesis_position_and_row():
     cache = empty_cache(batch=1, heads=1, head_dim=1, max_length=4, dtype=jnp.float32)
-    cache = jax.tree.map(lambda b: jnp.tile(b, (1, 2, 1, 1, 1)), cache)  # two hypotheses
+    cache = cache.tile_beams(2)
+    assert isinstance(cache, StepCache) and cache.keys.shape == (1, 1, 1, 2, 4)
     new = jnp.array([7.0, 9.0]).reshape(1, 2, 1, 1)
-    out = write_cache(cache, new, -new, jnp.array([[1, 3]]))
-    np.testing.assert_array_equal(out["keys"][0, :, 0, 0], [[0, 7, 0, 0], [0, 0, 0, 9]])
-    np.testing.assert_array_equal(out["values"][0, :, 0, 0], [[0, -7, 0, 0], [0, 0, 0, -9]])
-    past_the_end = write_cache(cache, new, new, jnp.array([[4, 0]]))  # slot 4 does not exist
-    np.testing.assert_array_equal(past_the_end["keys"][0, :, 0, 0], [[0, 0, 0, 0], [9, 0, 0, 0]])
+    out = cache.write(new, -new, jnp.array([[1, 3]]))
+    np.testing.assert_array_equal(out.keys[0, 0, 0], [[0, 7, 0, 0], [0, 0, 0, 9]])
+    np.testing.assert_array_equal(out.values[0, 0, :, :, 0], [[0, -7, 0, 0], [0, 0, 0, -9]])
+    np.testing.assert_array_equal(out.rows[0], [[0, 0, 0, 0], [0, 0, 0, 1]])
+    past_the_end = cache.write(new, new, jnp.array([[4, 0]]))  # slot 4 does not exist
+    np.testing.assert_array_equal(past_the_end.keys[0, 0, 0], [[0, 0, 0, 0], [9, 0, 0, 0]])
+    np.testing.assert_array_equal(past_the_end.rows[0], [[0, 0, 0, 0], [1, 0, 0, 0]])
+
+
+def test_step_cache_follows_reordered_hypotheses_without_moving_buffers():
+    # Reference: every hypothesis keeps its own copy of its history, gathered on each reorder.
+    batch, beam, heads, head_dim, slots = 2, 3, 2, 4, 5
+    rng = np.random.default_rng(0)
+    cache = empty_cache(batch, heads, head_dim, slots, jnp.float32).tile_beams(beam)
+    ref_keys = np.zeros((batch, beam, slots, heads, head_dim), np.float32)
+    ref_values = np.zeros_like(ref_keys)
+    for t in range(slots):
+        key, value, query = rng.normal(size=(3, batch, beam, heads, head_dim)).astype(np.float32)
+        written = cache.write(key, value, jnp.full((batch, beam), t))
+        ref_keys[:, :, t], ref_values[:, :, t] = key, value
+        bias = jnp.where(jnp.arange(slots) <= t, 0.0, NEG_INF)[None, None, None, :]
+        out = written.attend(jnp.asarray(query), bias)
+        for i in range(beam):
+            weights = attention_weights(query[:, i : i + 1], ref_keys[:, i], bias)
+            expected = jnp.einsum("bhqk,bkhd->bqhd", weights, ref_values[:, i])[:, 0]
+            np.testing.assert_allclose(out[:, i], expected, atol=TOL)
+        parents = rng.integers(0, beam, size=(batch, beam))
+        cache = written.reorder_beams(jnp.asarray(parents))
+        np.testing.assert_array_equal(cache.keys, written.keys)  # only the row table moved
+        ref_keys = np.take_along_axis(ref_keys, parents[:, :, None, None, None], axis=1)
+        ref_values = np.take_along_axis(ref_values, parents[:, :, None, None, None], axis=1)
 
 
 @pytest.mark.parametrize(

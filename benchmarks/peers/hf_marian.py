@@ -1,6 +1,6 @@
 """W2 and W3 peer: Hugging Face ``MarianMTModel`` on PyTorch.
 
-The model comes from ``s2s_jax.models.marian.marian_test_config`` with the sizes of the W2
+The model comes from ``s2s_jax.models.marian_config.marian_test_config`` with the sizes of the W2
 ``model`` config section: post-LN (Marian's only layout), ReLU, one shared and tied vocabulary,
 sinusoidal positions, s2s_jax's special ids (pad 0, decoder start 1, eos 2). Training is the
 usual loop (``labels=`` gives HF's mean cross-entropy, AdamW); decoding is ``generate``.
@@ -16,7 +16,7 @@ import transformers
 from benchmarks.harness import System
 from benchmarks.peers import synchronize, torch_device, torch_training_system
 from s2s_jax.data.vocab import PAD_ID
-from s2s_jax.models.marian import marian_test_config
+from s2s_jax.models.marian_config import marian_test_config
 
 
 def marian_config(model: ml_collections.ConfigDict, vocab: int) -> transformers.MarianConfig:

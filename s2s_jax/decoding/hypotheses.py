@@ -3,12 +3,16 @@
 Both decoding loops hold their hypotheses as `[batch, beam, ...]` arrays (sampling uses beam 1),
 so tiling the caller's cache, reordering it after a beam step, reading the previous token and
 writing the next one are the same operations for every loop.
+
+A cache leaf is `[batch, beam, ...]` and is reordered by gathering along axis 1, unless it
+sits in a node that manages its own beam axis (`ManagesBeams`, e.g. a self-attention history
+that only records which row holds each hypothesis' past, so reordering never copies buffers).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import flax.struct
 import jax
@@ -33,18 +37,41 @@ class DecodeResult:
     steps: jax.Array  # [] int32, loop iterations run (model calls); < max_length on early stop
 
 
+@runtime_checkable
+class ManagesBeams(Protocol):
+    """A cache node that lays out and reorders its own beam axis.
+
+    Decoding tiles such a node with `tile_beams` once and calls `reorder_beams` after every
+    beam step instead of gathering its leaves, which may then have any layout.
+    """
+
+    def tile_beams(self, beam_size: int) -> Any:
+        """The node for `beam_size` hypotheses per row, all equal to the beam-1 one."""
+
+    def reorder_beams(self, parents: jax.Array) -> Any:
+        """The node after hypothesis `i` of each row became a copy of hypothesis `parents[b, i]`
+        (`parents`: `[batch, beam]` int32)."""
+
+
+def _manages_beams(node: Any) -> bool:
+    return isinstance(node, ManagesBeams)
+
+
 def cache_batch_size(cache: Any) -> int:
     """Returns the batch size of a beam-1 cache after checking every leaf is `[batch, 1, ...]`.
 
+    Leaves inside `ManagesBeams` nodes are not checked (their layout is their own).
+
     Raises:
-        ValueError: the cache has no array leaves, or a leaf does not have the `[batch, 1, ...]`
-            leading shape, or leaves disagree on the batch size.
+        ValueError: the cache has no such array leaves, or a leaf does not have the
+            `[batch, 1, ...]` leading shape, or leaves disagree on the batch size.
     """
-    leaves = jax.tree_util.tree_leaves(cache)
+    nodes = jax.tree_util.tree_leaves(cache, is_leaf=_manages_beams)
+    leaves = [leaf for leaf in nodes if not _manages_beams(leaf)]
     if not leaves:
         raise ValueError(
-            "the decoding cache has no array leaves, so the batch size is unknown; give it at "
-            "least one [batch, 1, ...] leaf (e.g. a per-row step counter)."
+            "the decoding cache has no [batch, 1, ...] array leaves, so the batch size is "
+            "unknown; give it at least one (e.g. a per-row step counter)."
         )
     batch = leaves[0].shape[0] if leaves[0].ndim else None
     for leaf in leaves:
@@ -58,22 +85,36 @@ def cache_batch_size(cache: Any) -> int:
 
 
 def tile_beams(cache: Any, beam_size: int) -> Any:
-    """Repeats every cache leaf along the beam axis: `[batch, 1, ...] -> [batch, beam, ...]`."""
-    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, beam_size, axis=1), cache)
+    """Repeats every cache leaf along the beam axis: `[batch, 1, ...] -> [batch, beam, ...]`
+    (`ManagesBeams` nodes tile themselves)."""
+
+    def tile(node: Any) -> Any:
+        if _manages_beams(node):
+            return node.tile_beams(beam_size)
+        return jnp.repeat(node, beam_size, axis=1)
+
+    return jax.tree_util.tree_map(tile, cache, is_leaf=_manages_beams)
 
 
 def gather_beams(tree: Any, parents: jax.Array) -> Any:
     """Selects hypotheses along the beam axis of every leaf.
 
     Args:
-        tree: pytree whose leaves are `[batch, beam, ...]`.
+        tree: pytree whose leaves are `[batch, beam, ...]`, or `ManagesBeams` nodes (which
+            reorder themselves).
         parents: `[batch, new_beam]` int32, for each output hypothesis the beam it comes from.
 
     Returns:
         The pytree with leaves `[batch, new_beam, ...]`.
     """
     take_rows = jax.vmap(lambda x, idx: x[idx])
-    return jax.tree_util.tree_map(lambda x: take_rows(x, parents), tree)
+
+    def gather(node: Any) -> Any:
+        if _manages_beams(node):
+            return node.reorder_beams(parents)
+        return take_rows(node, parents)
+
+    return jax.tree_util.tree_map(gather, tree, is_leaf=_manages_beams)
 
 
 def last_tokens(sequences: jax.Array, step: jax.Array, bos_id: int) -> jax.Array:

@@ -20,7 +20,9 @@ decoding never branch on the family:
         memory: pytree, leaves [batch, ...]; constant during decoding and never copied per beam
                 (e.g. encoder outputs, precomputed attention keys, source mask).
         cache:  pytree, every leaf [batch, 1, ...] (beam dim 1); decoders tile it to the beam size
-                and reorder it by gathering along axis 1.
+                and reorder it by gathering along axis 1, except nodes that manage their own
+                beam axis (``decoding.hypotheses.ManagesBeams``, e.g. the Transformer's
+                ``StepCache``, whose buffers never move when beams are reordered).
         max_length: static int, the most decoder steps that will be taken.
 
     decode_step(memory, ids, cache) -> (logits, cache)

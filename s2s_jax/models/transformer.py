@@ -11,11 +11,11 @@ Implements the model interface of ``s2s_jax.models``. Layout choices:
     (encoder self-attention, causal decoder self-attention, cross-attention), and positions
     restart per segment for the absolute tables, RoPE and the T5 bias. Without segment ids the
     model sees one example per row (positions ``0..length-1``, padding masks only).
-  * Step-by-step state: memory leaves ``[batch, ...]`` (never tiled per beam); cache leaves
-    ``[batch, beam, ...]``: one pair of self-attention buffers ``[b, beam, heads, head_dim,
-    max_length]`` per layer (``transformer_layers.write_cache``) and the position counter
-    ``[b, beam]`` int32. Generation runs the unrolled twin of a scanned model
-    (``Transformer.for_decoding``), so a step never slices or restacks a per-layer axis.
+  * Step-by-step state: memory leaves ``[batch, ...]`` (never tiled per beam); cache: one
+    ``transformer_layers.StepCache`` per layer (self-attention buffers written in place; beam
+    search reorders only their row table) and the position counter ``[b, beam]`` int32.
+    Generation runs the unrolled twin of a scanned model (``Transformer.for_decoding``), so a
+    step never slices or restacks a per-layer axis.
 """
 
 import dataclasses
@@ -36,7 +36,6 @@ from s2s_jax.models.positions import (
 )
 from s2s_jax.models.transformer_layers import (
     ACTIVATIONS,
-    CACHE_SLOT_AXIS,
     DECODER_IN_AXES,
     DECODER_OUT_AXES,
     DTYPES,
@@ -416,14 +415,13 @@ class Decoder(_Stack):
           keys, values: per layer, ``memory_kv`` in ``memory_step_layout`` (shared by all
             beams).
           src_mask: ``[batch, src_len]`` bool.
-          cache: one ``{"keys", "values"}`` per layer, each
-            ``[batch, beam, heads, head_dim, max_length]``.
+          cache: one ``StepCache`` per layer.
           index: ``[batch, beam]`` int32, the position of ``y``.
 
         Returns:
           ``([batch, beam, embed], updated cache)``.
         """
-        slots = jnp.arange(cache[0]["keys"].shape[CACHE_SLOT_AXIS])[None]
+        slots = jnp.arange(cache[0].slots)[None]
         causal = slots[:, None, :] <= index[:, :, None]  # [batch, beam, slots]
         self_bias, cross_bias = self._biases((index, slots), (causal, src_mask[:, None, :]))
         y = self._prepare(y, index, True)
@@ -600,9 +598,8 @@ class Transformer(nn.Module):
         Returns:
           memory ``{"outputs", "mask", "keys", "values"}`` with keys/values
           one ``[batch, heads, head_dim, src_len]`` per layer (``memory_step_layout``); cache
-          ``{"layers", "index"}``: one ``{"keys", "values"}`` per decoder layer, each
-          ``[batch, 1, heads, head_dim, max_length]`` (zeros), and ``[batch, 1]`` int32 (the
-          next position, 0).
+          ``{"layers", "index"}``: one beam-1 ``StepCache`` per decoder layer (zeros) and
+          ``[batch, 1]`` int32 (the next position, 0).
         """
         cfg = self.config
         check_length(cfg, max_length, "Decoding (max_length)")
@@ -626,7 +623,7 @@ class Transformer(nn.Module):
         Args:
           memory: from ``init_decode`` (leaves ``[batch, ...]``).
           ids: ``[batch, beam]`` int32, the previous tokens.
-          cache: leaves ``[batch, beam, ...]`` (``init_decode``'s, tiled/gathered along axis 1).
+          cache: ``init_decode``'s, tiled and reordered by ``decoding.hypotheses``.
 
         Returns:
           logits ``[batch, beam, tgt_vocab]`` float32 and the advanced cache.

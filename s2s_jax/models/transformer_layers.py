@@ -7,7 +7,7 @@ Conventions shared by every block here:
     (``mask_bias`` turns boolean masks into it; ``segment_mask`` is the packed-batch mask).
   * Step mode (a ``cache`` is given): the ``length`` axis of the input holds independent
     hypotheses (beams) of one decoding step, each at its own position ``positions[b, i]`` with
-    its own key/value buffer ``cache[...][b, i]``. Cross-attention needs no special case: the
+    its own key/value history in a ``StepCache``. Cross-attention needs no special case: the
     hypotheses are simply the queries, so encoder keys are shared by all beams without copies.
   * Stacks: ``layer_stack`` builds a layer under ``nn.scan`` (params on a leading "layers"
     axis) or unrolled (``layers_<i>``), ``apply_layers`` runs either, and
@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from s2s_jax.models.transformer import TransformerConfig
 
 Array = jax.Array
-Cache = dict[str, Array]
 
 # Large but finite: exp() underflows to exactly 0 in float32, and a fully masked row (an all-PAD
 # source) gets uniform weights instead of the NaN that -inf would give.
@@ -134,6 +134,54 @@ def split_heads(config: TransformerConfig, name: str | None = None) -> nn.DenseG
     )
 
 
+class HeadsParams(nn.Module):
+    """The kernel ``[embed, heads, head_dim]`` and bias ``[heads, head_dim]`` of one
+    ``split_heads`` projection, declared exactly as ``split_heads`` declares them (same names,
+    shapes, initial values and logical axes) but returned instead of applied, so several
+    projections of one input can run as one matmul (``fused_split_heads``)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self) -> tuple[Array, Array]:
+        cfg = self.config
+        shape = (cfg.d_model, cfg.num_heads, cfg.head_size)
+
+        def kernel_init(key: Array, shape: tuple[int, ...], dtype: Any) -> Array:
+            # As DenseGeneral: initialised flat ([embed, heads * head_dim]), then reshaped.
+            flat = nn.initializers.lecun_normal()(key, (shape[0], shape[1] * shape[2]), dtype)
+            return flat.reshape(shape)
+
+        dtype = DTYPES[cfg.param_dtype]
+        kernel = self.param(
+            "kernel", _partitioned(kernel_init, ("embed", "heads", "kv"), rules=()), shape, dtype
+        )
+        bias = self.param(
+            "bias", _partitioned(nn.initializers.zeros, ("heads", "kv"), rules=()), shape[1:], dtype
+        )
+        return kernel, bias
+
+
+def fused_split_heads(config: TransformerConfig, x: Array, names: Sequence[str]) -> list[Array]:
+    """``split_heads(config, name)(x)`` for every name, as one matmul over the stacked kernels.
+
+    Args:
+      config: the Transformer config.
+      x: ``[..., embed]``.
+      names: the projections' param names (e.g. query, key, value), each a ``HeadsParams``.
+
+    Returns:
+      One ``[..., heads, head_dim]`` per name: the values ``split_heads`` gives, with the
+      params stored as it stores them.
+    """
+    kernels, biases = zip(*(HeadsParams(config, name=name)() for name in names), strict=True)
+    x, kernel, bias = nn.dtypes.promote_dtype(
+        x, jnp.stack(kernels, axis=1), jnp.stack(biases), dtype=DTYPES[config.dtype]
+    )
+    out = jnp.einsum("...e,ephd->...phd", x, kernel) + bias
+    return [out[..., i, :, :] for i in range(len(names))]
+
+
 def merge_heads(config: TransformerConfig, name: str | None = None) -> nn.DenseGeneral:
     """``[..., heads, head_dim] -> [..., embed]`` output projection."""
     return projection(
@@ -203,59 +251,110 @@ def _attend(
     return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(value.dtype), value), weights
 
 
-# Self-attention buffers of step-by-step decoding are [batch, beam, heads, head_dim, slots]:
-# the per-step dot products then read each (hypothesis, head) block contiguously, where the
-# token-major layout of training activations ([..., slots, heads, head_dim]) made XLA transpose
-# every buffer on every step.
-CACHE_SLOT_AXIS = 4
+@flax.struct.dataclass
+class StepCache:
+    """One layer's self-attention keys and values for step-by-step decoding.
 
+    Row ``j`` of the buffers holds, at slot ``s``, the key (value) written at step ``s`` by the
+    hypothesis that sat in row ``j`` then. Buffers are only ever written in place: when beam
+    search reorders hypotheses, only ``rows`` follows them (``reorder_beams``), so a beam step
+    never copies or gathers the buffers. Each query attends over every row's keys (a few
+    times the work of a tiny matmul) and keeps, per slot, the row of its own ancestor.
 
-def empty_cache(batch: int, heads: int, head_dim: int, max_length: int, dtype: Any) -> Cache:
-    """Zeroed ``{"keys", "values"}`` buffers of one layer for beam 1 (see ``write_cache``)."""
-    buffer = jnp.zeros((batch, 1, heads, head_dim, max_length), dtype)
-    return {"keys": buffer, "values": buffer}
-
-
-def write_cache(cache: Cache, key: Array, value: Array, positions: Array) -> Cache:
-    """Writes each hypothesis' new key/value into its buffer at its own position.
-
-    Args:
-      cache: ``{"keys", "values"}`` each ``[batch, beam, heads, head_dim, max_length]``.
-      key: ``[batch, beam, heads, head_dim]``; value likewise.
-      positions: ``[batch, beam]`` int, the slot to write (out-of-range slots are dropped).
-
-    Returns:
-      The updated cache: one scatter of ``batch * beam`` columns, so every hypothesis may sit
-      at a different step and the rest of the buffer is updated in place, not rewritten.
+    The layouts make both attention products plain batched matmuls over ``(batch, heads)``
+    (contraction over ``head_dim``, then over ``(beam, slots)``) with no transposes.
     """
-    rows = jnp.arange(positions.shape[0])[:, None]
-    beams = jnp.arange(positions.shape[1])[None, :]
-    write = lambda buffer, new: buffer.at[rows, beams, :, :, positions].set(
-        new.astype(buffer.dtype), mode="drop"
+
+    keys: Array  # [batch, heads, head_dim, beam, slots]
+    values: Array  # [batch, heads, beam, slots, head_dim]
+    rows: Array  # [batch, beam, slots] int32: the buffer row holding hypothesis i's slot s
+
+    @property
+    def slots(self) -> int:
+        return self.rows.shape[-1]
+
+    def tile_beams(self, beam_size: int) -> StepCache:
+        """Every row a copy of the beam-1 buffers (``hypotheses.ManagesBeams``)."""
+        return StepCache(
+            jnp.repeat(self.keys, beam_size, axis=3),
+            jnp.repeat(self.values, beam_size, axis=2),
+            jnp.repeat(self.rows, beam_size, axis=1),
+        )
+
+    def reorder_beams(self, parents: Array) -> StepCache:
+        """Hypothesis ``i`` takes the history of ``parents[b, i]``; the buffers do not move."""
+        return self.replace(rows=jnp.take_along_axis(self.rows, parents[:, :, None], axis=1))
+
+    def write(self, key: Array, value: Array, positions: Array) -> StepCache:
+        """Writes each hypothesis' new key/value into its own row at its own position.
+
+        Args:
+          key: ``[batch, beam, heads, head_dim]``; value likewise.
+          positions: ``[batch, beam]`` int, the slot to write (out-of-range slots are dropped).
+
+        Returns:
+          The updated cache: one scatter of ``batch * beam`` columns per buffer (every
+          hypothesis may sit at a different step; the rest of the buffer is updated in place,
+          not rewritten), and ``rows`` recording that hypothesis ``i``'s slot is in row ``i``.
+        """
+        b = jnp.arange(positions.shape[0])[:, None]
+        i = jnp.arange(positions.shape[1])[None, :]
+        keys = self.keys.at[b, :, :, i, positions].set(key.astype(self.keys.dtype), mode="drop")
+        values = self.values.at[b, :, i, positions, :].set(
+            value.astype(self.values.dtype), mode="drop"
+        )
+        rows = self.rows.at[b, i, positions].set(jnp.broadcast_to(i, positions.shape), mode="drop")
+        return StepCache(keys, values, rows)
+
+    def attend(self, query: Array, bias: Array) -> Array:
+        """Each hypothesis' attention over its own history.
+
+        Args:
+          query: ``[batch, beam, heads, head_dim]``.
+          bias: additive, broadcastable to ``[batch, heads, beam, slots]``.
+
+        Returns:
+          ``[batch, beam, heads, head_dim]``.
+        """
+        query = jnp.swapaxes(query, 1, 2)  # [b, h, i, d]
+        every_row = jnp.einsum(
+            "bhid,bhdjk->bhijk", query, self.keys, preferred_element_type=jnp.float32
+        )
+        beam = self.rows.shape[1]
+        if beam == 1:  # greedy decoding and sampling: one row, nothing to select
+            weights = _scaled_softmax(every_row[:, :, :, 0], query.shape[-1], bias)
+            spread = weights[:, :, :, None, :]
+        else:
+            own = self.rows[:, None, :, None, :] == jnp.arange(beam)[:, None]  # [b,1,i,j,k]
+            logits = jnp.sum(jnp.where(own, every_row, 0.0), axis=3)
+            weights = _scaled_softmax(logits, query.shape[-1], bias)  # [b, h, i, slots]
+            spread = jnp.where(own, weights[:, :, :, None, :], 0.0)
+        out = jnp.einsum("bhijk,bhjkd->bhid", spread.astype(self.values.dtype), self.values)
+        return jnp.swapaxes(out, 1, 2)
+
+
+def empty_cache(batch: int, heads: int, head_dim: int, max_length: int, dtype: Any) -> StepCache:
+    """Zeroed buffers of one layer for beam 1 (see ``StepCache``)."""
+    return StepCache(
+        jnp.zeros((batch, heads, head_dim, 1, max_length), dtype),
+        jnp.zeros((batch, heads, 1, max_length, head_dim), dtype),
+        jnp.zeros((batch, 1, max_length), jnp.int32),
     )
-    return {"keys": write(cache["keys"], key), "values": write(cache["values"], value)}
 
 
 def _attend_step(query: Array, keys: Array, values: Array, bias: Array) -> tuple[Array, Array]:
-    """One decoding step's attention, over keys/values in the step layout (``..., slots`` last).
+    """One decoding step's attention over encoder memory shared by all beams.
 
     Args:
       query: ``[batch, beam, heads, head_dim]``, one query per hypothesis.
-      keys: ``[batch, beam, heads, head_dim, slots]`` (each hypothesis' own self-attention
-        buffer, see ``write_cache``) or ``[batch, heads, head_dim, slots]`` (encoder memory
-        shared by all beams, see ``memory_step_layout``); values likewise.
-      bias: additive, broadcastable to ``[batch, heads, beam, slots]``.
+      keys: ``[batch, heads, head_dim, src_len]`` (``memory_step_layout``); values likewise.
+      bias: additive, broadcastable to ``[batch, heads, beam, src_len]``.
 
     Returns:
-      ``([batch, beam, heads, head_dim], weights [batch, beam, heads, slots])``: the maths of
-      ``attention_weights`` / ``_attend`` without dropout.
+      ``([batch, beam, heads, head_dim], weights [batch, beam, heads, src_len])``: the maths of
+      ``attention_weights`` / ``_attend`` without dropout. The beams of a (batch, head) pair
+      are the rows of one small matmul.
     """
-    if keys.ndim == 5:  # batch dims (b, i, h) lead both operands
-        logits = jnp.einsum("bihd,bihdk->bihk", query, keys, preferred_element_type=jnp.float32)
-        weights = _scaled_softmax(logits, query.shape[-1], jnp.swapaxes(bias, 1, 2))
-        out = jnp.einsum("bihk,bihdk->bihd", weights.astype(values.dtype), values)
-        return out, weights
-    # Shared memory: the beams of a (b, h) pair are the rows of one small matmul.
     query = jnp.swapaxes(query, 1, 2)  # [b, h, beam, d]
     logits = jnp.einsum("bhid,bhdk->bhik", query, keys, preferred_element_type=jnp.float32)
     weights = _scaled_softmax(logits, query.shape[-1], bias)
@@ -277,8 +376,8 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, positions: Array, bias: Array, cache: Cache | None, deterministic: bool
-    ) -> tuple[Array, Cache | None]:
+        self, x: Array, positions: Array, bias: Array, cache: StepCache | None, deterministic: bool
+    ) -> tuple[Array, StepCache | None]:
         """Self-attention over a whole sequence, or one decoding step when ``cache`` is given.
 
         Args:
@@ -286,7 +385,7 @@ class SelfAttention(nn.Module):
           positions: ``[batch or 1, length]`` int; rotary angles and, in step mode, cache slots.
           bias: additive, broadcastable to ``[batch, heads, length, keys]``; keys are the
             sequence itself or the ``max_length`` cache slots.
-          cache: None, or ``{"keys", "values"}`` ``[batch, length, heads, head_dim, max_length]``.
+          cache: None, or this layer's ``StepCache`` (beam = ``length``, ``max_length`` slots).
           deterministic: disables attention dropout.
 
         Returns:
@@ -295,16 +394,16 @@ class SelfAttention(nn.Module):
         cfg = self.config
         heads_axes = ("batch", "length", "heads", "kv")
         q, k, v = (
-            nn.with_logical_constraint(split_heads(cfg, name)(x), heads_axes)
-            for name in ("query", "key", "value")
+            nn.with_logical_constraint(y, heads_axes)
+            for y in fused_split_heads(cfg, x, ("query", "key", "value"))
         )
         if cfg.position == "rope":
             q, k = apply_rope(q, positions), apply_rope(k, positions)
         if cache is None:
             out, _ = _attend(cfg, q, k, v, bias, deterministic)
         else:
-            cache = write_cache(cache, k, v, positions)
-            out, _ = _attend_step(q, cache["keys"], cache["values"], bias)
+            cache = cache.write(k, v, positions)
+            out = cache.attend(q, bias)
         return merge_heads(cfg, "out")(out), cache
 
 
@@ -434,8 +533,8 @@ class DecoderLayer(nn.Module):
         positions: Array,
         cross_kv: tuple[Array, Array],
         cross_bias: Array,
-        cache: Cache | None,
-    ) -> tuple[Array, tuple[Cache | None, Array]]:
+        cache: StepCache | None,
+    ) -> tuple[Array, tuple[StepCache | None, Array]]:
         """Args:
           x: ``[batch, length, embed]`` (in step mode ``length`` is the beam).
           deterministic: disables dropout.
