@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from s2s_jax.decoding import hypotheses, processors
+from s2s_jax.decoding import hypotheses, processors, top_k
 from s2s_jax.decoding.hypotheses import DecodeResult, TokensToLogits
 
 
@@ -158,7 +158,7 @@ def _beam_step(
     # barrier keeps XLA from folding the slices below into the top_k, which turns its fast TopK
     # call into a full sort on CPU.
     top_scores, top_index = jax.lax.optimization_barrier(
-        jax.lax.top_k(candidates, min(2 * beam, beam * vocab))
+        top_k.top_k(candidates, min(2 * beam, beam * vocab))
     )
     top_is_eos = top_index % vocab == constraints.eos_id
 
