@@ -118,7 +118,12 @@ def decode_system(
     length: int,
     alpha: float = 0.6,
 ) -> System:
-    """``fixed_length_generate`` compiled for ``inputs`` [batch, src_len], as a System."""
+    """``fixed_length_generate`` compiled for ``inputs`` [batch, src_len], as a System.
+
+    The params are put in the model's decoding layout once, ahead of time (as ``generate.decoder``
+    does for every caller that decodes many batches with fixed params).
+    """
+    model, params = model.for_decoding(params)
     generate = fixed_length_generate(model, beam_size=beam_size, length=length, alpha=alpha)
     inputs = jax.device_put(inputs)
     params = jax.device_put(params)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -114,3 +114,16 @@ def generate(params: Any, inputs: jax.Array, *, model: nn.Module, cfg: DecodeCon
 def jit_generate(model: nn.Module, cfg: DecodeConfig):
     """``generate`` jitted; compiles once per source shape."""
     return jax.jit(functools.partial(generate, model=model, cfg=cfg))
+
+
+def decoder(model: nn.Module, params: Any, cfg: DecodeConfig) -> Callable[[jax.Array], Any]:
+    """``inputs [batch, src_len] -> DecodeResult`` for params that stay fixed across calls.
+
+    ``generate`` puts the params in the model's decoding layout (``for_decoding``) inside every
+    call: for a Transformer with scanned layers that copies each decoder layer's params out of
+    the stack once per batch. Here that happens once, before the first call; the jitted function
+    then runs the decoding twin, whose ``for_decoding`` is the identity. Same results.
+    """
+    model, params = model.for_decoding(params)
+    generate_fn = jit_generate(model, cfg)
+    return functools.partial(generate_fn, params)

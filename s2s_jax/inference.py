@@ -14,7 +14,7 @@ from s2s_jax.components import Components, build, load_workdir_config
 from s2s_jax.data.batching import encode_pairs, eval_batches
 from s2s_jax.data.vocab import VocabError
 from s2s_jax.evaluation import EvalResult, evaluate, format_by_length
-from s2s_jax.generate import jit_generate
+from s2s_jax.generate import decoder
 from s2s_jax.training.step import jit_eval_step
 
 DECODE_BATCH = 32
@@ -70,13 +70,13 @@ def evaluate_workdir(
             raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
         config.eval.max_examples = max_examples
     c, params = _restore(workdir, config, split, decode_overrides)
-    generate = jit_generate(c.model, c.decode_config)
+    decode = decoder(c.model, params, c.decode_config)  # decoding layout made once
     result = evaluate(
         params,
         c.data.eval_batches,
         c.data.eval_pairs,
         eval_step=jit_eval_step(c.model),
-        generate=generate,
+        generate=lambda _params, inputs: decode(inputs),
         tgt_vocab=c.data.tgt_vocab,
         text_metrics=c.config.data.source == "tfds",
     )
@@ -98,7 +98,7 @@ class Translator:
 
     def __init__(self, workdir: str | Path, **decode_overrides):
         self.components, self.params = load_trained(workdir, **decode_overrides)
-        self._generate = jit_generate(self.components.model, self.components.decode_config)
+        self._decode = decoder(self.components.model, self.params, self.components.decode_config)
 
     @property
     def max_source_length(self) -> int:
@@ -134,7 +134,7 @@ class Translator:
         examples = encode_pairs(pairs, c.data.src_vocab, c.data.tgt_vocab)
         out: list[list[tuple[str, float]]] = [[] for _ in lines]
         for batch in eval_batches(examples, DECODE_BATCH, c.data.buckets):
-            result = self._generate(self.params, batch["inputs"])
+            result = self._decode(batch["inputs"])
             sequences, scores = np.asarray(result.sequences), np.asarray(result.scores)
             for row, index in enumerate(np.asarray(batch["index"])):
                 if index >= 0:

@@ -8,7 +8,7 @@ import pytest
 
 from s2s_jax.config import apply_overrides, base_config
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from s2s_jax.generate import DecodeConfig, generate, jit_generate
+from s2s_jax.generate import DecodeConfig, decoder, generate, jit_generate
 from s2s_jax.models.registry import build_model
 
 VOCAB = 12
@@ -127,3 +127,18 @@ def test_min_length_and_no_repeat_ngram_reach_every_method(method):
 def test_decode_constraints_validation():
     with pytest.raises(ValueError, match="min_length and no_repeat_ngram_size"):
         DecodeConfig(min_length=-1)
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_decoder_prepares_the_decoding_layout_once(method):
+    model, params = make("transformer")
+    assert model.config.scan_layers  # the case where for_decoding copies params
+    cfg = DecodeConfig(method=method, beam_size=3)
+    decode = decoder(model, params, cfg)
+    want = jit_generate(model, cfg)(params, SOURCES)
+    got = decode(SOURCES)
+    np.testing.assert_array_equal(got.sequences, want.sequences)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    per_call = jit_generate(model, cfg).lower(params, SOURCES).compile().as_text()
+    prepared = decode.func.lower(*decode.args, SOURCES).compile().as_text()
+    assert "for_decoding" in per_call and "for_decoding" not in prepared
