@@ -2,7 +2,8 @@
 
 The only hook into a model is `tokens_to_logits(ids, cache) -> (logits, cache)` with ids
 `[batch, beam]`, every cache leaf `[batch, beam, ...]` (given as beam 1, tiled and reordered
-here) and logits `[batch, beam, vocab]`. Each function is one `lax.while_loop`; call it under
+here; a cache node may manage its own beam axis instead, see `hypotheses.ManagesBeams`) and
+logits `[batch, beam, vocab]`. Each function is one `lax.while_loop`; call it under
 `jax.jit` with the sizes as static arguments.
 """
 
