@@ -46,7 +46,7 @@ def evaluate(
     pairs: Sequence[tuple[str, str]],
     *,
     eval_step: Callable,
-    generate: Callable,
+    decode: Callable,
     tgt_vocab: Tokenizer,
     text_metrics: bool = False,
 ) -> EvalResult:
@@ -56,7 +56,7 @@ def evaluate(
       batches: from ``data.batching.eval_batches``; "index" maps rows to ``pairs`` (-1: padding).
       pairs: (source, reference) strings of the split.
       eval_step: jitted ``(params, batch) -> {loss_sum, correct, tokens}``.
-      generate: jitted ``(params, inputs) -> DecodeResult``.
+      decode: ``inputs -> DecodeResult`` for these params (e.g. ``generate.decoder``).
       text_metrics: also score the detokenized hypotheses with sacrebleu (BLEU, chrF, TER).
     """
     totals = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
@@ -65,7 +65,7 @@ def evaluate(
         model_batch = {"inputs": batch["inputs"], "targets": batch["targets"]}
         for k, v in eval_step(params, model_batch).items():
             totals[k] += float(v)
-        sequences = np.asarray(generate(params, batch["inputs"]).sequences)[:, 0]
+        sequences = np.asarray(decode(batch["inputs"]).sequences)[:, 0]
         for row, index in enumerate(np.asarray(batch["index"])):
             if index >= 0:
                 hypotheses[index] = tgt_vocab.decode(sequences[row])

@@ -70,13 +70,12 @@ def evaluate_workdir(
             raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
         config.eval.max_examples = max_examples
     c, params = _restore(workdir, config, split, decode_overrides)
-    decode = decoder(c.model, params, c.decode_config)  # decoding layout made once
     result = evaluate(
         params,
         c.data.eval_batches,
         c.data.eval_pairs,
         eval_step=jit_eval_step(c.model),
-        generate=lambda _params, inputs: decode(inputs),
+        decode=decoder(c.model, params, c.decode_config),  # decoding layout made once
         tgt_vocab=c.data.tgt_vocab,
         text_metrics=c.config.data.source == "tfds",
     )

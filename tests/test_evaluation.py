@@ -41,7 +41,7 @@ def _run_evaluate(hyp_ids, refs, text_metrics):
     return evaluate(
         None, [batch], [("x", refs[0]), ("y", refs[1])],
         eval_step=lambda params, b: sums,
-        generate=lambda params, inputs: _Result(np.asarray(hyp_ids)[:, None, :]),
+        decode=lambda inputs: _Result(np.asarray(hyp_ids)[:, None, :]),
         tgt_vocab=vocab, text_metrics=text_metrics,
     )  # fmt: skip
 

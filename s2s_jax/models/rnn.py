@@ -107,8 +107,11 @@ class _Cell(nn.Module):
     fused_sequence: ClassVar[bool] = True
 
     def _biases(self) -> tuple[Array | None, Array]:
-        """``(bias added to the gate inputs or None, bias added to h @ recurrent_kernel)``."""
-        raise NotImplementedError
+        """``(bias added to the gate inputs or None, bias added to h @ recurrent_kernel)``.
+
+        Abstract: every concrete cell (``LSTMCell``, ``GRUCell``) defines it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define _biases (see _Cell).")
 
     def __call__(self, carry: Carry, gate_inputs: Array) -> tuple[Carry, Array]:
         """One step.

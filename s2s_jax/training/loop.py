@@ -90,7 +90,7 @@ def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResul
         c.data.eval_batches,
         c.data.eval_pairs,
         eval_step=eval_step,
-        generate=generate,
+        decode=lambda inputs: generate(params, inputs),
         tgt_vocab=c.data.tgt_vocab,
         text_metrics=c.config.data.source == "tfds",
     )
