@@ -116,6 +116,24 @@ def jit_generate(model: nn.Module, cfg: DecodeConfig):
     return jax.jit(functools.partial(generate, model=model, cfg=cfg))
 
 
+def decoding_model(model: nn.Module, params_like: Any) -> nn.Module:
+    """The model that ``model.for_decoding`` pairs with params shaped like ``params_like``.
+
+    ``params_like`` may be abstract (``jax.ShapeDtypeStruct`` leaves): the layout is only traced,
+    so no param is copied. Use it with a jitted ``model.for_decoding(params)[1]`` to prepare
+    params that change between calls (the training loop's periodic evaluation).
+    """
+    found = []
+
+    def layout(params):
+        twin, params = model.for_decoding(params)
+        found.append(twin)
+        return params
+
+    jax.eval_shape(layout, params_like)
+    return found[0]
+
+
 def decoder(model: nn.Module, params: Any, cfg: DecodeConfig) -> Callable[[jax.Array], Any]:
     """``inputs [batch, src_len] -> DecodeResult`` for params that stay fixed across calls.
 

@@ -8,7 +8,7 @@ import pytest
 
 from s2s_jax.config import apply_overrides, base_config
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from s2s_jax.generate import DecodeConfig, decoder, generate, jit_generate
+from s2s_jax.generate import DecodeConfig, decoder, decoding_model, generate, jit_generate
 from s2s_jax.models.registry import build_model
 
 VOCAB = 12
@@ -142,3 +142,16 @@ def test_decoder_prepares_the_decoding_layout_once(method):
     per_call = jit_generate(model, cfg).lower(params, SOURCES).compile().as_text()
     prepared = decode.func.lower(*decode.args, SOURCES).compile().as_text()
     assert "for_decoding" in per_call and "for_decoding" not in prepared
+
+
+@pytest.mark.parametrize("family", ["transformer", "rnn_luong"])
+def test_decoding_model_is_the_for_decoding_twin_found_from_shapes(family):
+    model, params = make(family)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    twin = decoding_model(model, abstract)
+    assert twin == model.for_decoding(params)[0]
+    if family == "transformer":  # scanned: the unrolled twin, whose own twin is itself
+        assert twin != model and not twin.config.scan_layers
+        assert decoding_model(twin, model.for_decoding(params)[1]) is twin
+    else:
+        assert twin is model

@@ -19,7 +19,7 @@ from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.components import Components, build
 from s2s_jax.config import ConfigError, to_dict
 from s2s_jax.evaluation import EvalResult, evaluate, format_by_length, format_examples
-from s2s_jax.generate import generate
+from s2s_jax.generate import decoding_model, generate
 from s2s_jax.metrics_writer import MetricWriter
 from s2s_jax.parallel import multihost, sharding
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
@@ -59,38 +59,45 @@ def restore_or_init(c: Components, ckpt: Checkpointer) -> TrainState:
 
 
 def make_eval_fns(c: Components) -> tuple:
-    """``(eval_step, generate)`` for `evaluate`: jitted on ``c.mesh``, fed host batches.
+    """``(eval_step, decoder)`` for `evaluate`: jitted on ``c.mesh``, fed host batches.
 
-    Every process holds the whole eval split; batches go onto the mesh row-sharded when they
-    split evenly, and results come back replicated so every process can read them.
+    ``decoder(params)`` returns ``decode(inputs)`` bound to ``params``: it puts them in the model's
+    decoding layout once per evaluation (a scanned Transformer's layers unstacked, their shardings
+    carried over by the slicing), not once per eval batch. Every process holds the whole eval
+    split; batches go onto the mesh row-sharded when they split evenly, and results come back
+    replicated so every process can read them.
     """
     shardings = c.shardings
     eval_step = jit_eval_step(c.model, shardings)
-    decode = functools.partial(generate, model=c.model, cfg=c.decode_config)
+    twin = decoding_model(c.model, c.abstract_state().params)
+    if twin is c.model:  # the params already are in the decoding layout
+        to_decoding = lambda params: params  # noqa: E731
+    else:
+        to_decoding = jax.jit(lambda params: c.model.for_decoding(params)[1])
+    decode = functools.partial(generate, model=twin, cfg=c.decode_config)
     generate_fn = jax.jit(
-        sharding.in_sharding_context(decode, c.mesh),
-        in_shardings=(shardings.params, None),
-        out_shardings=shardings.replicated,
+        sharding.in_sharding_context(decode, c.mesh), out_shardings=shardings.replicated
     )
 
     def put(tree):
         rows = jax.tree.leaves(tree)[0].shape[0]
         return sharding.put_global(tree, sharding.eval_batch_sharding(c.mesh, rows))
 
-    return (
-        lambda params, batch: eval_step(params, put(batch)),
-        lambda params, inputs: generate_fn(params, put(inputs)),
-    )
+    def decoder(params):
+        prepared = to_decoding(params)
+        return lambda inputs: generate_fn(prepared, put(inputs))
+
+    return lambda params, batch: eval_step(params, put(batch)), decoder
 
 
-def run_evaluation(c: Components, params: Any, eval_step, generate) -> EvalResult:
+def run_evaluation(c: Components, params: Any, eval_step, decoder) -> EvalResult:
     """Evaluates ``params`` on the run's held-out split (teacher-forced and decoded)."""
     return evaluate(
         params,
         c.data.eval_batches,
         c.data.eval_pairs,
         eval_step=eval_step,
-        decode=lambda inputs: generate(params, inputs),
+        decode=decoder(params),
         tgt_vocab=c.data.tgt_vocab,
         text_metrics=c.config.data.source == "tfds",
     )
