@@ -1,12 +1,11 @@
 """Tests for s2s_jax.models.rnn: cells, masked scanned layers, the encoder, stacked cells."""
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fast_compile import fast_jit
 
 from s2s_jax.models import rnn
 
@@ -17,18 +16,6 @@ FEATURES = 3
 # 1e-5 leaves a wide margin for that yet is far below the O(0.1) change any leak of padding into
 # the recurrence causes.
 TOL = 1e-5
-
-
-# Tests check values, not speed: on CPU, skipping XLA's backend optimisations and using the
-# older elemental emitters cuts compile time about 3x without changing what is computed.
-FAST_COMPILE = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-    "xla_cpu_use_fusion_emitters": False,
-}
-fast_jit = functools.partial(
-    jax.jit, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None
-)
 
 
 def _unboxed_init(module, *args, **kwargs):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from fast_compile import fast_jit
 
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from s2s_jax.models.rnn_seq2seq import DECODER_STEPS, RNNConfig, RNNSeq2Seq
@@ -17,17 +18,6 @@ ATTENTIONS = sorted(DECODER_STEPS)
 CELLS = ["gru", "lstm"]
 AXIS_NAMES = {"embed", "hidden", "mlp", "heads", "kv", "vocab"}
 SMALL = dict(src_vocab_size=13, tgt_vocab_size=11, embed_dim=6, hidden_size=8, num_heads=2)
-# Tests check values, not speed: on CPU, skipping XLA's backend optimisations and using the
-# older elemental emitters cuts compile time about 3x on the shared machine without changing what
-# is computed (the pyproject pins jaxlib < 0.12, where these DebugOptions exist).
-FAST_COMPILE = {
-    "xla_backend_optimization_level": 0,
-    "xla_llvm_disable_expensive_passes": True,
-    "xla_cpu_use_fusion_emitters": False,
-}
-fast_jit = functools.partial(
-    jax.jit, compiler_options=FAST_COMPILE if jax.default_backend() == "cpu" else None
-)
 # Equal computations on differently shaped (padded) arrays or through scan vs single steps:
 # XLA may tile and sum in another order, moving float32 results by a few ulps (~1e-7) per op
 # over a few chained steps. 1e-5 is a wide margin over that and far below the O(0.1) changes
