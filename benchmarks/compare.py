@@ -38,6 +38,7 @@ import jax
 
 from benchmarks import peak_rss, peers, report, s2s_side, training_systems, workloads
 from benchmarks.harness import System, alternate
+from s2s_jax import host_memory
 from s2s_jax.profiling import measure_matmul_flops
 from s2s_jax.run_info import git_revision, package_versions
 
@@ -282,12 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     """Runs the selected workloads; prints the table and targets; returns the JSON payload."""
     args = build_parser().parse_args(argv)
+    # Before JAX starts; in this one process the peers run with the same malloc settings.
+    try:
+        malloc = host_memory.configure()
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     if args.rounds < 1 or args.steps < 1 or args.warmup < 0:
         raise SystemExit("--rounds and --steps must be >= 1 and --warmup >= 0.")
     # A persistent compilation cache (JAX_COMPILATION_CACHE_DIR) would turn compiles into reads.
     jax.config.update("jax_enable_compilation_cache", False)
     ceiling, ceiling_source = machine_ceiling(args.tiny)
     print(f"machine ceiling: {ceiling / 1e9:.1f} GFLOP/s ({ceiling_source})", flush=True)
+    print(f"host malloc ({host_memory.ENV}, every system): {malloc}", flush=True)
     rows: list[report.Row] = []
     with tempfile.TemporaryDirectory(prefix="s2s_bench_") as workdir:
         ctx = Context(args.tiny, args.rounds, args.steps, args.warmup, args.full_unroll,
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {
             "ceiling_flops_per_sec": ceiling, "ceiling_source": ceiling_source,
             "backend": jax.default_backend(), "cpu_count": os.cpu_count(),
-            "process_peak_rss_bytes": process_rss,
+            "process_peak_rss_bytes": process_rss, "host_malloc": malloc,
         },
         "skipped": ctx.skipped,
         "git_revision": git_revision(),

@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: the repository root holds `ben
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import peers, report, training_systems
+from s2s_jax import host_memory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FRAMEWORKS = ("jax", "torch", "transformers", "ctranslate2", "tensorflow")
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(peers.skip_message(entry.peer, absent))
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}.")
+    host_memory.configure()  # as compare.py, for every system
     # As compare.py: a persistent compilation cache would turn the compile into a read.
     os.environ["JAX_ENABLE_COMPILATION_CACHE"] = "false"
     if "jax" in sys.modules:  # called in a process that has imported JAX already

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from s2s_jax import host_memory
 from s2s_jax.checkpointing import CheckpointError
 from s2s_jax.config import DEFAULT_EXPERIMENT, ConfigError, apply_overrides, load_experiment
 from s2s_jax.config import parse_overrides as _parse_overrides
@@ -157,6 +158,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        host_memory.configure()  # before JAX starts (S2S_JAX_HOST_MALLOC=reuse opts in)
+    except ValueError as e:
+        print(f"s2s: error: {e}", file=sys.stderr)
+        return 2
     # Orbax reports routine events (e.g. opening a read-only checkpoint) as absl warnings.
     logging.getLogger("absl").setLevel(logging.ERROR)
     args, extra = _parser().parse_known_args(argv)

@@ -115,3 +115,9 @@ def test_profile_command(tmp_path, capsys):
     report = json.loads((tmp_path / "profile.json").read_text())
     assert report["flops_per_step"] > 0 and 0 < report["mfu"] < 1
     assert "MFU" in capsys.readouterr().out
+
+
+def test_bad_host_malloc_setting_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("S2S_JAX_HOST_MALLOC", "fast")
+    assert main(["train"]) == 2
+    assert "S2S_JAX_HOST_MALLOC='fast' is not one of system, reuse" in capsys.readouterr().err
