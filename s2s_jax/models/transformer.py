@@ -34,6 +34,7 @@ from s2s_jax.models.positions import (
     RelativePositionBias,
     segment_positions,
 )
+from s2s_jax.models.tied_output import tied_logits
 from s2s_jax.models.transformer_layers import (
     ACTIVATIONS,
     DECODER_IN_AXES,
@@ -511,8 +512,12 @@ class Transformer(nn.Module):
 
     def _logits(self, y: Array) -> Array:
         cfg = self.config
-        project = self.target_embedding.attend if cfg.tie_output else self.output_projection
-        logits = project(y).astype(jnp.float32)
+        if cfg.tie_output:  # as nn.Embed.attend, with a lighter backward pass
+            shared = self.target_embedding
+            y, embedding = shared.promote_dtype(y, shared.embedding, dtype=shared.dtype)
+            logits = tied_logits(y, embedding).astype(jnp.float32)
+        else:
+            logits = self.output_projection(y).astype(jnp.float32)
         if cfg.final_logits_bias:
             logits = logits + self.logits_bias.astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
