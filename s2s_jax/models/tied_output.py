@@ -33,7 +33,18 @@ def _backward(residuals, grad):
     tokens_y = y.reshape(-1, y.shape[-1])
     tokens_grad = grad.reshape(-1, grad.shape[-1])
     d_embedding = (tokens_y.T @ tokens_grad).T  # [d, vocab] product, then a small transpose
-    return d_y, d_embedding
+    return _like_primal(d_y, y), _like_primal(d_embedding, embedding)
+
+
+def _like_primal(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
+    """Sums ``cotangent`` over the mesh axes it varies along and ``primal`` does not.
+
+    Inside ``shard_map``, an operand that is the same on every device (an embedding replicated
+    over the batch axes) meets one that differs per device; autodiff would sum the operand's
+    gradient over those axes, and a custom rule must do the same to return its type.
+    """
+    extra = jax.typeof(cotangent).mat.varying - jax.typeof(primal).mat.varying
+    return jax.lax.psum(cotangent, tuple(sorted(extra))) if extra else cotangent
 
 
 tied_logits.defvjp(_forward, _backward)
