@@ -11,7 +11,7 @@ Measured on the 2-core machine, it is a trade, so it is off unless ``S2S_JAX_HOS
   * train steps 6-12% faster (W1 1,255 -> 1,180 ms in one A/B, 1,134 -> 1,020 ms in another;
     W2 832 -> 716 ms); PyTorch in the same process gains as much or more;
   * peak RSS up by about one call's temporaries: consecutive calls overlap briefly, so the heap
-    settles at about two blocks, and it is never handed back (W1: 1.38 -> 1.88 GiB);
+    settles at about two blocks, and it is never handed back (W1: 1,320 -> 1,789 MiB);
   * compiling is slower: every thread shares one arena's lock, and XLA compiles with several
     (a compile-bound slice of the test suite: 269 -> 367 s).
 So it suits long CPU training runs, not short or compile-heavy work. Nothing is changed when JAX
