@@ -1,6 +1,7 @@
 """Tests for s2s_jax.host_memory: XLA:CPU's per-call temporaries stop page-faulting."""
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -75,12 +76,18 @@ def test_jax_platforms_decides_whether_an_accelerator_is_expected(monkeypatch, p
 
 
 def test_an_installed_pjrt_plugin_means_an_accelerator(monkeypatch):
+    # A machine with no plugin, whatever this one has installed: no libtpu, no jax_plugins.
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
-    assert host_memory.accelerator_expected() is False  # this CPU-only environment
-    plugin = importlib.metadata.EntryPoint("cuda", "jax_cuda12_plugin", "jax_plugins")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setitem(sys.modules, "jax_plugins", None)  # its import raises ImportError
+    entry_points = []
     monkeypatch.setattr(
-        importlib.metadata, "entry_points", lambda group: [plugin] if group == "jax_plugins" else []
+        importlib.metadata,
+        "entry_points",
+        lambda group: entry_points if group == "jax_plugins" else [],
     )
+    assert host_memory.accelerator_expected() is False
+    entry_points.append(importlib.metadata.EntryPoint("cuda", "jax_cuda12_plugin", "jax_plugins"))
     assert host_memory.accelerator_expected() is True
 
 
