@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.config import apply_overrides, base_config
-from s2s_jax.generate import DecodeConfig, jit_generate
+from s2s_jax.decoding.generate import DecodeConfig, jit_generate
 from s2s_jax.models.registry import build_model
 
 MODELS = {

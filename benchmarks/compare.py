@@ -40,7 +40,7 @@ from benchmarks import peak_rss, peers, report, s2s_side, training_systems, work
 from benchmarks.harness import System, alternate
 from s2s_jax import host_memory
 from s2s_jax.profiling import measure_matmul_flops
-from s2s_jax.run_info import git_revision, package_versions
+from s2s_jax.run.run_info import git_revision, package_versions
 
 WORKLOADS = ("W1", "W2", "W3", "W4")
 PEER_PACKAGES = ("torch", "transformers", "ctranslate2")

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from benchmarks.harness import System
-from s2s_jax.generate import DecodeConfig, jit_generate
+from s2s_jax.decoding.generate import DecodeConfig, jit_generate
 from s2s_jax.models.registry import build_model
 from s2s_jax.profiling import compile_step, count_flops, memory_stats
 from s2s_jax.training.optimizer import OptimizerConfig, make_optimizer

@@ -194,6 +194,13 @@ def load_experiment(path: str | Path, variant: str = "") -> ml_collections.Confi
     return config
 
 
+def load_train_config(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """The config of ``experiments/x.py[:variant]`` with ``--config.a.b=v`` overrides applied."""
+    path, _, variant = spec.partition(":")
+    config = load_experiment(path, variant)
+    return apply_overrides(config, parse_overrides(overrides))
+
+
 def _find_experiment(path: str | Path) -> Path:
     candidates = [Path(path), PACKAGE_ROOT / path]
     for candidate in candidates:

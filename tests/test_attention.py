@@ -1,4 +1,4 @@
-"""Tests for s2s_jax.models.attention: masked softmax and the attention mechanisms."""
+"""Tests for s2s_jax.models.rnn_attention: masked softmax and the attention mechanisms."""
 
 import functools
 import math

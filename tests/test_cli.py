@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from s2s_jax.cli import main
+from s2s_jax.run.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from s2s_jax.components import build
 from s2s_jax.config import load_experiment
 from s2s_jax.data.vocab import BOS_ID
 from s2s_jax.parallel.collectives import data_parallel_value_and_grad
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.parallel.rules import BATCH_AXES
+from s2s_jax.run.components import build
 from s2s_jax.training.losses import cross_entropy, shift_right
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from s2s_jax.evaluation import exact_match_by_length, format_examples, length_bins
+from s2s_jax.evaluation.evaluate import exact_match_by_length, format_examples, length_bins
 
 
 def test_length_bins_cover_range():
@@ -32,7 +32,7 @@ class _Result:
 
 def _run_evaluate(hyp_ids, refs, text_metrics):
     from s2s_jax.data.vocab import CharVocab
-    from s2s_jax.evaluation import evaluate
+    from s2s_jax.evaluation.evaluate import evaluate
 
     vocab = CharVocab("abc ")
     batch = {"inputs": np.ones((2, 3), np.int32), "targets": np.ones((2, 3), np.int32),

@@ -8,7 +8,7 @@ import pytest
 
 from s2s_jax.config import apply_overrides, base_config
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from s2s_jax.generate import DecodeConfig, decoder, decoding_model, generate, jit_generate
+from s2s_jax.decoding.generate import DecodeConfig, decoder, decoding_model, generate, jit_generate
 from s2s_jax.models.registry import build_model
 
 VOCAB = 12

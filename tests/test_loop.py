@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from s2s_jax.checkpointing import Checkpointer
-from s2s_jax.components import build
 from s2s_jax.config import apply_overrides, load_experiment
-from s2s_jax.metrics_writer import read_metrics
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
+from s2s_jax.run.components import build
+from s2s_jax.run.metrics_writer import read_metrics
 from s2s_jax.training import loop
 
 TINY = {
@@ -138,7 +138,7 @@ def test_url_workdir_is_refused_clearly(tmp_path):
 
 
 def test_eval_log_line_shows_text_metrics_only_for_text_data():
-    from s2s_jax.evaluation import EvalResult
+    from s2s_jax.evaluation.evaluate import EvalResult
 
     base = {"loss": 1.5, "token_accuracy": 0.5, "exact_match": 0.25}
     synthetic = loop._format_eval(7, EvalResult(base, [], {"3-5": (0.25, 4)}))

@@ -12,7 +12,7 @@ import pytest
 
 from s2s_jax import decoding
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from s2s_jax.generate import DecodeConfig, jit_generate
+from s2s_jax.decoding.generate import DecodeConfig, jit_generate
 from s2s_jax.models import marian, marian_config
 from s2s_jax.models.transformer import Transformer
 

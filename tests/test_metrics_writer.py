@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 
-from s2s_jax.metrics_writer import MetricWriter, read_metrics
-from s2s_jax.run_info import git_revision, package_versions, write_run_info
+from s2s_jax.run.metrics_writer import MetricWriter, read_metrics
+from s2s_jax.run.run_info import git_revision, package_versions, write_run_info
 
 
 def test_metric_writer_jsonl_and_tensorboard(tmp_path):

@@ -1,6 +1,6 @@
 """Multi-process training: 2 local processes agree with 1, and 1 process resumes their run.
 
-The processes run the real entry point (`python -m s2s_jax.cli train`) with 4 CPU devices each,
+The processes run the real entry point (`python -m s2s_jax.run.cli train`) with 4 CPU devices each,
 a coordinator on 127.0.0.1 and JAX's default CPU collectives (gloo).
 """
 
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from s2s_jax.checkpointing import Checkpointer
-from s2s_jax.components import build
 from s2s_jax.config import apply_overrides, base_config, load_experiment
-from s2s_jax.metrics_writer import read_metrics
 from s2s_jax.parallel.multihost import DistributedConfig, any_process, initialize, is_loopback
+from s2s_jax.run.components import build
+from s2s_jax.run.metrics_writer import read_metrics
 from s2s_jax.training import loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def run_processes(workdir: Path, overrides: dict[str, str], num_processes: int =
         "parallel.coordinator_address": f"127.0.0.1:{free_port()}",
         "parallel.num_processes": str(num_processes),
     }
-    base = [sys.executable, "-m", "s2s_jax.cli", "train", "--config", EXPERIMENT]
+    base = [sys.executable, "-m", "s2s_jax.run.cli", "train", "--config", EXPERIMENT]
     base += ["--workdir", str(workdir), *(f"--config.{k}={v}" for k, v in flags.items())]
     procs = [
         subprocess.Popen(

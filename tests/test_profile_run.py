@@ -1,4 +1,4 @@
-"""Tests for s2s_jax.profile_run: synthetic benchmark batches and `s2s profile` end to end."""
+"""Tests for s2s_jax.run.profile: synthetic benchmark batches and `s2s profile` end to end."""
 
 import json
 
@@ -6,16 +6,16 @@ import jax
 import numpy as np
 import pytest
 
-from s2s_jax.cli import load_train_config
+from s2s_jax.config import load_train_config
 from s2s_jax.data.vocab import EOS_ID, PAD_ID, UNK_ID
-from s2s_jax.profile_run import (
+from s2s_jax.profiling import count_flops, measure_matmul_flops
+from s2s_jax.run.profile import (
     RESULT_FILE,
     benchmark_batches,
     build_for_profile,
     main,
     profile_experiment,
 )
-from s2s_jax.profiling import count_flops, measure_matmul_flops
 from s2s_jax.training.step import jit_train_step
 
 W1 = "experiments/bench_w1_lstm.py"

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from s2s_jax.components import build
 from s2s_jax.config import apply_overrides, load_experiment
 from s2s_jax.parallel import sharding
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.parallel.rules import BATCH_AXES, LOGICAL_AXIS_RULES
+from s2s_jax.run.components import build
 
 
 def mesh_of(*sizes):

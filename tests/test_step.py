@@ -8,10 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from s2s_jax.components import build
 from s2s_jax.config import apply_overrides, load_experiment
 from s2s_jax.parallel import sharding
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
+from s2s_jax.run.components import build
 from s2s_jax.training.step import eval_step, jit_train_step, split_micro_batches
 
 NUM_STEPS = 3

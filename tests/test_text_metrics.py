@@ -1,4 +1,4 @@
-"""Tests for s2s_jax.text_metrics, on hand-checked examples."""
+"""Tests for s2s_jax.evaluation.text, on hand-checked examples."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from s2s_jax.text_metrics import (
+from s2s_jax.evaluation.text import (
     MissingDependencyError,
     corpus_scores,
     exact_match,

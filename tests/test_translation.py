@@ -68,8 +68,8 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
     [("lstm_attention", {}), ("transformer", {"data.pack_length": "32"})],
 )
 def test_train_evaluate_and_decode_on_tfds(data_dir, tmp_path, family, overrides):
-    from s2s_jax.inference import Translator, evaluate_workdir
-    from s2s_jax.training.loop import train_and_evaluate
+    from s2s_jax.run.inference import Translator, evaluate_workdir
+    from s2s_jax.run.train import train_and_evaluate
 
     config = toy_config(data_dir, family, **overrides)
     metrics = train_and_evaluate(config, tmp_path)

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.data.vocab import PAD_ID
-from s2s_jax.models.attention import ATTENTIONS
 from s2s_jax.models.rnn import CELLS, Carry, RNNEncoder, StackedCells, logical_dense
+from s2s_jax.models.rnn_attention import ATTENTIONS
 
 Array = jax.Array
 Cache = dict[str, Any]

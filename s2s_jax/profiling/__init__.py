@@ -7,7 +7,7 @@
     memory_stats(compiled); device_peak_memory(); dump_hlo(compiled, path)
     Tracer(workdir, config.profile.trace_steps).step(step, wait_for=state)
 
-``s2s_jax.profile_run`` puts these together for ``s2s profile``.
+``s2s_jax.run.profile`` puts these together for ``s2s profile``.
 """
 
 from s2s_jax.profiling.compiled import (

@@ -27,9 +27,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from s2s_jax.cli import load_train_config
-from s2s_jax.components import Components, build
-from s2s_jax.config import to_dict
+from s2s_jax.config import load_train_config, to_dict
 from s2s_jax.data.vocab import EOS_ID, PAD_ID, UNK_ID
 from s2s_jax.models.registry import build_model
 from s2s_jax.profiling import (
@@ -43,7 +41,8 @@ from s2s_jax.profiling import (
     peak_flops,
     step_flops,
 )
-from s2s_jax.run_info import git_revision, package_versions
+from s2s_jax.run.components import Components, build
+from s2s_jax.run.run_info import git_revision, package_versions
 from s2s_jax.training.state import param_count
 from s2s_jax.training.step import jit_train_step
 

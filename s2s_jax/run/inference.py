@@ -10,11 +10,11 @@ import ml_collections
 import numpy as np
 
 from s2s_jax.checkpointing import Checkpointer
-from s2s_jax.components import Components, build, load_workdir_config
 from s2s_jax.data.batching import encode_pairs, eval_batches
 from s2s_jax.data.vocab import VocabError
-from s2s_jax.evaluation import EvalResult, evaluate, format_by_length
-from s2s_jax.generate import decoder
+from s2s_jax.decoding.generate import decoder
+from s2s_jax.evaluation.evaluate import EvalResult, evaluate, format_by_length
+from s2s_jax.run.components import Components, build, load_workdir_config
 from s2s_jax.training.step import jit_eval_step
 
 DECODE_BATCH = 32

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from s2s_jax.data.vocab import Tokenizer
-from s2s_jax.text_metrics import corpus_scores
+from s2s_jax.evaluation.text import corpus_scores
 
 
 @dataclasses.dataclass

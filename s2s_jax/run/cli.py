@@ -16,8 +16,7 @@ from pathlib import Path
 
 from s2s_jax import host_memory
 from s2s_jax.checkpointing import CheckpointError
-from s2s_jax.config import DEFAULT_EXPERIMENT, ConfigError, apply_overrides, load_experiment
-from s2s_jax.config import parse_overrides as _parse_overrides
+from s2s_jax.config import DEFAULT_EXPERIMENT, ConfigError, load_train_config
 
 # Errors that are the user's to fix: printed as one clear line, never as a traceback
 # (set S2S_DEBUG=1 to see the traceback anyway).
@@ -87,14 +86,8 @@ def cmd_build_data(args, extra: list[str]) -> int:
     return DATASET_BUILDERS[args.dataset](args)
 
 
-def load_train_config(spec: str, overrides: list[str]):
-    path, _, variant = spec.partition(":")
-    config = load_experiment(path, variant)
-    return apply_overrides(config, _parse_overrides(overrides))
-
-
 def cmd_train(args, extra: list[str]) -> int:
-    from s2s_jax.training.loop import train_and_evaluate
+    from s2s_jax.run.train import train_and_evaluate
 
     config = load_train_config(args.config, extra)
     workdir = args.workdir or str(Path("runs") / config.name)
@@ -117,7 +110,7 @@ def _decode_overrides(args) -> dict:
 
 
 def cmd_evaluate(args, extra: list[str]) -> int:
-    from s2s_jax.inference import evaluate_workdir
+    from s2s_jax.run.inference import evaluate_workdir
 
     result = evaluate_workdir(
         args.workdir, split=args.split, max_examples=args.max_examples, **_decode_overrides(args)
@@ -127,7 +120,7 @@ def cmd_evaluate(args, extra: list[str]) -> int:
 
 
 def cmd_decode(args, extra: list[str]) -> int:
-    from s2s_jax.inference import Translator
+    from s2s_jax.run.inference import Translator
 
     if args.input:
         lines = Path(args.input).read_text().splitlines()
@@ -143,9 +136,9 @@ def cmd_decode(args, extra: list[str]) -> int:
 
 
 def cmd_profile(args, extra: list[str]) -> int:
-    from s2s_jax import profile_run
+    from s2s_jax.run import profile
 
-    return profile_run.main(extra)
+    return profile.main(extra)
 
 
 COMMANDS = {

@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import decoding
 from s2s_jax.data.vocab import PAD_ID
+from s2s_jax.decoding import beam_search, sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,20 +63,20 @@ def _constraints(cfg: DecodeConfig) -> dict[str, int]:
 
 
 def _beam(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return decoding.beam_search(
+    return beam_search.beam_search(
         tokens_to_logits, cache, beam_size=cfg.beam_size, max_length=max_length,
         alpha=cfg.alpha, max_lengths=max_lengths, nbest=cfg.nbest, **_constraints(cfg),
     )  # fmt: skip
 
 
 def _greedy(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return decoding.greedy(
+    return sampling.greedy(
         tokens_to_logits, cache, max_length=max_length, max_lengths=max_lengths, **_constraints(cfg)
     )
 
 
 def _sample(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return decoding.sample(
+    return sampling.sample(
         tokens_to_logits, cache, rng=jax.random.key(cfg.seed), max_length=max_length,
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_lengths=max_lengths,
         **_constraints(cfg),

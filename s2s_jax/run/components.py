@@ -16,7 +16,7 @@ from jax.sharding import Mesh
 
 from s2s_jax.config import ConfigError, base_config, flat_keys, to_dict
 from s2s_jax.data.pipeline import Data, build_data
-from s2s_jax.generate import DecodeConfig
+from s2s_jax.decoding.generate import DecodeConfig
 from s2s_jax.models.registry import build_model, describe
 from s2s_jax.parallel import sharding
 from s2s_jax.training.optimizer import OptimizerConfig, make_optimizer

@@ -16,15 +16,15 @@ import numpy as np
 from tqdm import tqdm
 
 from s2s_jax.checkpointing import Checkpointer
-from s2s_jax.components import Components, build
 from s2s_jax.config import ConfigError, to_dict
-from s2s_jax.evaluation import EvalResult, evaluate, format_by_length, format_examples
-from s2s_jax.generate import decoding_model, generate
-from s2s_jax.metrics_writer import MetricWriter
+from s2s_jax.decoding.generate import decoding_model, generate
+from s2s_jax.evaluation.evaluate import EvalResult, evaluate, format_by_length, format_examples
 from s2s_jax.parallel import multihost, sharding
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.profiling import Tracer, dump_hlo
-from s2s_jax.run_info import write_run_info
+from s2s_jax.run.components import Components, build
+from s2s_jax.run.metrics_writer import MetricWriter
+from s2s_jax.run.run_info import write_run_info
 from s2s_jax.training.state import TrainState, param_count
 from s2s_jax.training.step import jit_eval_step, jit_train_step
 from s2s_jax.training.throughput import FlopsMeter, timed_first_step

@@ -1,0 +1,1 @@
+"""Evaluation: decoding a split, scoring it with the metrics a task chooses, writing reports."""
