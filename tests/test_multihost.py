@@ -19,9 +19,9 @@ import pytest
 from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.config import apply_overrides, base_config, load_experiment
 from s2s_jax.parallel.multihost import DistributedConfig, any_process, initialize, is_loopback
+from s2s_jax.run import train as loop
 from s2s_jax.run.components import build
 from s2s_jax.run.metrics_writer import read_metrics
-from s2s_jax.training import loop
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "experiments/reverse_attention.py:tiny"

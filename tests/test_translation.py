@@ -90,7 +90,7 @@ def test_resume_with_grain_iterator_is_bit_identical(data_dir, tmp_path, monkeyp
     import jax
     from test_loop import _preempt_after, final_state
 
-    from s2s_jax.training import loop
+    from s2s_jax.run import train as loop
 
     config = toy_config(data_dir, "transformer", **{"data.pack_length": "32"})
     loop.train_and_evaluate(config, tmp_path / "straight")

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax.models import attention
+from s2s_jax.models import rnn_attention as attention
 
 # Every comparison is a handful of float32 exps and dot products of size <= 8 computed two ways
 # (XLA vs. numpy/hand), so they agree to a few ulps (~1e-7); 1e-6 is a margin above that.

@@ -11,9 +11,9 @@ import pytest
 from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.config import apply_overrides, load_experiment
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
+from s2s_jax.run import train as loop
 from s2s_jax.run.components import build
 from s2s_jax.run.metrics_writer import read_metrics
-from s2s_jax.training import loop
 
 TINY = {
     "rnn": "experiments/reverse_attention.py:tiny",
