@@ -349,6 +349,12 @@ class Checkpointer:
         path = self._step_path(step)
         saved_config = self.read_config(step)
         saved_model = _model_section(saved_config, f"the config saved in {path}")
+        if "family" in saved_model and "encoder" not in saved_model:
+            raise CheckpointConfigError(
+                f"Checkpoint {path} was written before encoders and decoders became separate "
+                f"model parts (model.family={saved_model['family']!r}); this version cannot "
+                "restore it: train again with a new --workdir."
+            )
         differences = config_differences(saved_model, run_model)
         if differences:
             raise CheckpointConfigError(

@@ -17,6 +17,8 @@ from typing import Any
 
 import ml_collections
 
+from s2s_jax.models.registry import part_defaults
+
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = "experiments/reverse_attention.py"
 
@@ -32,40 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.model = m = ml_collections.ConfigDict()
-    m.family = "rnn"  # key of s2s_jax.models.registry.MODELS
+    # An encoder and a decoder, each a registered type with only its own keys
+    # (s2s_jax/models/registry.py); switch one with model_part() or --config.model.encoder.type=.
+    m.encoder = model_part("encoder", "rnn")
+    m.decoder = model_part("decoder", "rnn")
+    m.share_embeddings = False  # one token table for source and target (joint vocabulary)
     m.dtype = "float32"  # compute dtype
     m.param_dtype = "float32"  # storage dtype
-    m.dropout = 0.0
-    m.encoder_layers = 1
-    m.decoder_layers = 1
-    # RNN family.
-    m.cell = "lstm"
-    m.embed_dim = 64
-    m.hidden_size = 128
-    m.bidirectional = False
-    m.attention = "luong_general"
-    m.num_heads = 4
-    m.input_feeding = True
-    m.unroll = 1  # time steps per loop iteration of the RNN time scans (1 = rolled)
-    # Transformer family.
-    m.d_model = 128
-    m.head_dim = 0
-    m.mlp_dim = 512
-    m.activation = "relu"
-    m.attention_dropout = 0.0
-    m.activation_dropout = 0.0
-    m.norm = "layernorm"
-    m.pre_norm = True
-    m.position = "sinusoidal"
-    m.max_position = 256
-    m.relative_buckets = 32
-    m.relative_max_distance = 128
-    m.share_embeddings = False
-    m.tie_output = True
-    m.scale_embeddings = True
-    m.final_logits_bias = False
-    m.scan_layers = True
-    m.remat_policy = "none"
 
     c.data = d = ml_collections.ConfigDict()
     d.task = "reverse"  # reverse | copy | sort | addition
@@ -138,6 +113,37 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+MODEL_PARTS = ("encoder", "decoder")
+
+
+def model_part(side: str, type_name: str, **values: Any) -> ml_collections.ConfigDict:
+    """A locked ``model.encoder`` / ``model.decoder`` section of a registered type.
+
+    Args:
+      side: "encoder" or "decoder".
+      type_name: a registered type (``models.registry.ENCODERS`` / ``DECODERS``).
+      **values: keys of that type to change from their defaults.
+
+    Example: ``c.model.encoder = model_part("encoder", "transformer", d_model=256)``.
+    """
+    try:
+        defaults = part_defaults(side, type_name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    section = ml_collections.ConfigDict(defaults)
+    for key, value in values.items():
+        if key not in defaults or key == "type":
+            close = difflib.get_close_matches(key, list(defaults), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"model.{side} of type {type_name!r} has no key {key!r}.{hint} Its keys: "
+                f"{', '.join(k for k in defaults if k != 'type')}."
+            )
+        section[key] = value
+    section.lock()
+    return section
+
+
 def make_tiny(config: ml_collections.ConfigDict, min_length: int = 3, max_length: int = 6):
     """Shrinks data, schedule and evaluation in place so a run takes seconds (``:tiny`` variants).
 
@@ -189,6 +195,8 @@ def load_experiment(path: str | Path, variant: str = "") -> ml_collections.Confi
         config = module.get_config(variant) if variant else module.get_config()
     except (AttributeError, KeyError) as e:  # a locked ConfigDict rejects unknown keys
         raise ConfigError(f"{file}: {e}. Valid keys: {', '.join(flat_keys(base_config()))}") from e
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {e}") from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{file}: get_config() must return an ml_collections.ConfigDict.")
     return config
@@ -249,6 +257,11 @@ def apply_overrides(
 ) -> ml_collections.ConfigDict:
     """Returns a copy of ``config`` with ``key=raw`` overrides applied, typed like the old value."""
     config = ml_collections.ConfigDict(config.to_dict())
+    for side in MODEL_PARTS:  # a new type brings its own keys: switch before the rest
+        for key, raw in overrides:
+            if key == f"model.{side}.type" and raw != config.model[side].type:
+                config.model[side] = model_part(side, raw)
+    config.lock()
     valid = flat_keys(config)
     for key, raw in overrides:
         if key not in valid:

@@ -146,7 +146,7 @@ def _encode(encoder, params, x, mask):
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_encoder_is_invariant_to_padding(cell, bidirectional):
     x, mask, lengths = _padded_batch()
-    encoder = rnn.RNNEncoder(cell, HIDDEN, num_layers=2, bidirectional=bidirectional)
+    encoder = rnn.RecurrentStack(cell, HIDDEN, num_layers=2, bidirectional=bidirectional)
     params = _random_params(encoder, x, mask, train=False)
     outputs, finals = _encode(encoder, params, x, mask)
     dirs = 2 if bidirectional else 1
@@ -164,7 +164,7 @@ def test_encoder_is_invariant_to_padding(cell, bidirectional):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_backward_direction_runs_each_sequence_reversed_within_its_length(cell):
     x, mask, lengths = _padded_batch()
-    encoder = rnn.RNNEncoder(cell, HIDDEN, bidirectional=True)
+    encoder = rnn.RecurrentStack(cell, HIDDEN, bidirectional=True)
     params = _random_params(encoder, x, mask, train=False)
     outputs, finals = _encode(encoder, params, x, mask)
     forward_layer = rnn.RecurrentLayer(cell, HIDDEN)  # reads the bwd params, runs forward
@@ -182,7 +182,7 @@ def test_backward_direction_runs_each_sequence_reversed_within_its_length(cell):
 def test_stacked_cells_step_matches_scanned_encoder(cell):
     x = jax.random.normal(jax.random.key(5), (2, 4, FEATURES))
     mask = jnp.ones((2, 4), bool)
-    encoder = rnn.RNNEncoder(cell, HIDDEN, num_layers=2)
+    encoder = rnn.RecurrentStack(cell, HIDDEN, num_layers=2)
     params = _random_params(encoder, x, mask, train=False)
     stacked = rnn.StackedCells(cell, HIDDEN, num_layers=2)
     stacked_params = {}
@@ -215,7 +215,7 @@ def test_stacked_cells_rejects_wrong_number_of_layer_carries():
 
 def test_encoder_dropout_only_in_training():
     x, mask, _ = _padded_batch()
-    encoder = rnn.RNNEncoder("lstm", HIDDEN, num_layers=2, dropout=0.5)
+    encoder = rnn.RecurrentStack("lstm", HIDDEN, num_layers=2, dropout=0.5)
     params = _random_params(encoder, x, mask, train=False)
 
     @fast_jit
@@ -234,7 +234,7 @@ def test_encoder_dropout_only_in_training():
 
 def test_compute_and_storage_dtypes_are_separate():
     x, mask, _ = _padded_batch()
-    encoder = rnn.RNNEncoder("gru", HIDDEN, dtype=jnp.bfloat16, param_dtype=jnp.float32)
+    encoder = rnn.RecurrentStack("gru", HIDDEN, dtype=jnp.bfloat16, param_dtype=jnp.float32)
     params = jax.eval_shape(lambda: _unboxed_init(encoder, x, mask, train=False))
     assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
     outputs, finals = jax.eval_shape(
@@ -246,7 +246,7 @@ def test_compute_and_storage_dtypes_are_separate():
 
 def test_params_carry_logical_axis_names():
     x, mask, _ = _padded_batch()
-    encoder = rnn.RNNEncoder("lstm", HIDDEN, num_layers=2, bidirectional=True)
+    encoder = rnn.RecurrentStack("lstm", HIDDEN, num_layers=2, bidirectional=True)
     boxed = jax.eval_shape(lambda: encoder.init(jax.random.key(0), x, mask, train=False))["params"]
     names = {
         jax.tree_util.keystr(path): leaf.names

@@ -12,8 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.data.vocab import PAD_ID
-from s2s_jax.decoding import beam_search, sampling
+from s2s_jax.decoding.beam_search import beam_search
+from s2s_jax.decoding.sampling import greedy, sample
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,20 +63,20 @@ def _constraints(cfg: DecodeConfig) -> dict[str, int]:
 
 
 def _beam(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return beam_search.beam_search(
+    return beam_search(
         tokens_to_logits, cache, beam_size=cfg.beam_size, max_length=max_length,
         alpha=cfg.alpha, max_lengths=max_lengths, nbest=cfg.nbest, **_constraints(cfg),
     )  # fmt: skip
 
 
 def _greedy(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return sampling.greedy(
+    return greedy(
         tokens_to_logits, cache, max_length=max_length, max_lengths=max_lengths, **_constraints(cfg)
     )
 
 
 def _sample(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_lengths):
-    return sampling.sample(
+    return sample(
         tokens_to_logits, cache, rng=jax.random.key(cfg.seed), max_length=max_length,
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, max_lengths=max_lengths,
         **_constraints(cfg),
@@ -86,28 +86,34 @@ def _sample(tokens_to_logits, cache, cfg: DecodeConfig, max_length: int, max_len
 METHODS = {"greedy": _greedy, "beam": _beam, "sample": _sample}
 
 
-def _row_max_lengths(inputs: jax.Array, cfg: DecodeConfig, cap: int) -> jax.Array:
-    src_len = jnp.sum(inputs != PAD_ID, axis=-1)
+def _row_max_lengths(inputs_mask: jax.Array, cfg: DecodeConfig, cap: int) -> jax.Array:
+    src_len = jnp.sum(inputs_mask, axis=-1)
     budget = jnp.ceil(cfg.max_length_ratio * src_len).astype(jnp.int32) + cfg.max_length_offset
     return jnp.minimum(budget, cap)
 
 
-def generate(params: Any, inputs: jax.Array, *, model: nn.Module, cfg: DecodeConfig):
-    """Decodes ``inputs`` [batch, src_len] with the model's cached step function.
+def generate(
+    params: Any, inputs: jax.Array, inputs_mask: jax.Array, *, model: nn.Module, cfg: DecodeConfig
+):
+    """Decodes a source batch with the model's cached step function.
+
+    ``inputs`` are ``[batch, src_len]`` token ids or ``[batch, src_len, features]`` frames and
+    ``inputs_mask`` ``[batch, src_len]`` bool: the per-row decode budget
+    (``max_length_ratio * length + max_length_offset``) counts the mask, never token ids.
 
     Returns a ``decoding.DecodeResult``: sequences [batch, nbest, max_length] int32 (EOS then PAD),
     scores [batch, nbest] float32, lengths [batch, nbest] int32.
     """
     model, params = model.for_decoding(params)
     variables = {"params": params}
-    max_length = cfg.max_length(inputs.shape[1])
-    encoded = model.apply(variables, inputs, train=False, method=model.encode)
+    max_length = cfg.max_length(inputs_mask.shape[1])
+    encoded = model.apply(variables, inputs, inputs_mask, train=False, method=model.encode)
     memory, cache = model.apply(variables, encoded, max_length, method=model.init_decode)
 
     def tokens_to_logits(ids, cache):
         return model.apply(variables, memory, ids, cache, method=model.decode_step)
 
-    max_lengths = _row_max_lengths(inputs, cfg, max_length)
+    max_lengths = _row_max_lengths(inputs_mask, cfg, max_length)
     return METHODS[cfg.method](tokens_to_logits, cache, cfg, max_length, max_lengths)
 
 
@@ -134,8 +140,10 @@ def decoding_model(model: nn.Module, params_like: Any) -> nn.Module:
     return found[0]
 
 
-def decoder(model: nn.Module, params: Any, cfg: DecodeConfig) -> Callable[[jax.Array], Any]:
-    """``inputs [batch, src_len] -> DecodeResult`` for params that stay fixed across calls.
+def decoder(
+    model: nn.Module, params: Any, cfg: DecodeConfig
+) -> Callable[[jax.Array, jax.Array], Any]:
+    """``(inputs, inputs_mask) -> DecodeResult`` for params that stay fixed across calls.
 
     ``generate`` puts the params in the model's decoding layout (``for_decoding``) inside every
     call: for a Transformer with scanned layers that copies each decoder layer's params out of

@@ -1,51 +1,166 @@
-"""Model registry: maps ``config.model.family`` to a module class and its frozen config."""
+"""The encoder and decoder registries, and building a pair from the run config's ``model``.
+
+``model.encoder.type`` and ``model.decoder.type`` name an entry here; each section carries only
+the keys of its type's config dataclass (fields filled from the data — vocabulary sizes, frame
+features — and the model-wide dtypes are not keys). Adding an encoder or a decoder: write its
+module (a config dataclass and a linen module with the methods its side of
+``types.Seq2SeqModel`` needs) and add one line below.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-import flax.linen as nn
+from s2s_jax.models.decoders import rnn as rnn_decoder
+from s2s_jax.models.decoders import transformer as transformer_decoder
+from s2s_jax.models.encoders.rnn import RecurrentEncoder
+from s2s_jax.models.encoders.transformer import TransformerEncoder
+from s2s_jax.models.rnn_config import RNNDecoderConfig, RNNEncoderConfig
+from s2s_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from s2s_jax.models.transformer_config import TransformerDecoderConfig, TransformerEncoderConfig
 
-from s2s_jax.models.rnn_seq2seq import RNNConfig, RNNSeq2Seq
-from s2s_jax.models.transformer import Transformer, TransformerConfig
 
-# family -> (module class, frozen config class)
-MODELS: dict[str, tuple[type[nn.Module], type]] = {
-    "rnn": (RNNSeq2Seq, RNNConfig),
-    "transformer": (Transformer, TransformerConfig),
+class Part(NamedTuple):
+    config: type  # frozen dataclass of the part's hyperparameters
+    module: type  # linen module taking (config, shared_embedding=None)
+    embedding: Any = None  # decoders: config -> the token table shared by both sides
+
+
+ENCODERS: dict[str, Part] = {
+    "rnn": Part(RNNEncoderConfig, RecurrentEncoder),
+    "transformer": Part(TransformerEncoderConfig, TransformerEncoder),
 }
+DECODERS: dict[str, Part] = {
+    "rnn": Part(RNNDecoderConfig, rnn_decoder.RecurrentDecoder, rnn_decoder.make_embedding),
+    "transformer": Part(
+        TransformerDecoderConfig,
+        transformer_decoder.TransformerDecoder,
+        transformer_decoder.make_embedding,
+    ),
+}
+REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS}
+
+# Filled in by build_model, never set in a config: sizes come from the data, dtypes from
+# ``model.dtype`` / ``model.param_dtype``.
+INJECTED = ("vocab_size", "input_features", "dtype", "param_dtype")
+MODEL_KEYS = ("encoder", "decoder", "share_embeddings", "dtype", "param_dtype")
 
 
-def model_config(section: Mapping[str, Any], src_vocab_size: int, tgt_vocab_size: int):
-    """Builds the family's frozen config from the run config's ``model`` section.
+def part_defaults(side: str, type_name: str) -> dict[str, Any]:
+    """``{"type": type_name, key: default, ...}``: the config keys of a registered part."""
+    registry = REGISTRIES[side]
+    if type_name not in registry:
+        raise ValueError(
+            f"Unknown model.{side}.type {type_name!r}; registered {side}s: {', '.join(registry)}."
+        )
+    fields = dataclasses.fields(registry[type_name].config)
+    return {"type": type_name} | {f.name: f.default for f in fields if f.name not in INJECTED}
 
-    Only the fields the family declares are taken, so settings of other families are ignored.
-    """
-    family = section["family"]
-    if family not in MODELS:
-        raise ValueError(f"Unknown model family {family!r}; valid: {', '.join(MODELS)}.")
-    config_cls = MODELS[family][1]
+
+def _part_config(side: str, section: Mapping[str, Any], model: Mapping[str, Any], sizes: dict):
+    values = dict(section)
+    type_name = values.pop("type")
+    expected = part_defaults(side, type_name)
+    unknown = sorted(set(values) - set(expected))
+    if unknown:
+        raise ValueError(
+            f"model.{side} of type {type_name!r} has no key(s) {', '.join(unknown)}; its keys: "
+            f"{', '.join(k for k in expected if k != 'type')}."
+        )
+    config_cls = REGISTRIES[side][type_name].config
     names = {f.name for f in dataclasses.fields(config_cls)}
-    kwargs = {k: v for k, v in section.items() if k in names}
-    kwargs.update(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size)
-    return config_cls(**kwargs)
+    injected = {"dtype": model["dtype"], "param_dtype": model["param_dtype"], **sizes}
+    return config_cls(**values, **{k: v for k, v in injected.items() if k in names})
 
 
-def build_model(section: Mapping[str, Any], src_vocab_size: int, tgt_vocab_size: int):
-    """Returns ``(module, frozen_config)`` for the run config's ``model`` section."""
-    config = model_config(section, src_vocab_size, tgt_vocab_size)
-    return MODELS[section["family"]][0](config), config
+def model_config(
+    section: Mapping[str, Any],
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    input_features: int = 0,
+) -> Seq2SeqConfig:
+    """The resolved pair config of the run config's ``model`` section, checked for fit.
+
+    Args:
+      section: ``model`` (``encoder``, ``decoder``, ``share_embeddings``, dtypes).
+      src_vocab_size: source token ids (0 when the sources are not tokens).
+      tgt_vocab_size: target token ids.
+      input_features: features per source frame (0 for token sources).
+    """
+    unknown = sorted(set(section) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(
+            f"model has no key(s) {', '.join(unknown)} (a config from before encoders and "
+            f"decoders were separate parts?); model keys: {', '.join(MODEL_KEYS)}."
+        )
+    source = {"vocab_size": src_vocab_size, "input_features": input_features}
+    encoder = _part_config("encoder", section["encoder"], section, source)
+    decoder = _part_config("decoder", section["decoder"], section, {"vocab_size": tgt_vocab_size})
+    config = Seq2SeqConfig(
+        encoder_type=section["encoder"]["type"],
+        decoder_type=section["decoder"]["type"],
+        encoder=encoder,
+        decoder=decoder,
+        share_embeddings=bool(section["share_embeddings"]),
+    )
+    check_pair(config)
+    return config
 
 
-def describe(config) -> dict[str, Any]:
-    """The resolved model config as a flat JSON-safe dict (stored in checkpoints)."""
-    return {"family": _family_of(config), **dataclasses.asdict(config)}
+def check_pair(config: Seq2SeqConfig) -> None:
+    """Raises ValueError when the decoder needs what the encoder does not give."""
+    enc, dec = config.encoder, config.decoder
+    if config.share_embeddings:
+        enc_width = getattr(enc, "d_model", getattr(enc, "embed_dim", None))
+        dec_width = getattr(dec, "d_model", getattr(dec, "embed_dim", None))
+        if getattr(enc, "input", "tokens") != "tokens" or enc.vocab_size != dec.vocab_size:
+            raise ValueError(
+                "share_embeddings needs token sources and one vocabulary for both sides (source "
+                f"{enc.vocab_size} ids, target {dec.vocab_size}): use one joint vocabulary "
+                "(data.shared_vocab) or set model.share_embeddings=false."
+            )
+        if enc_width != dec_width:
+            raise ValueError(
+                f"share_embeddings needs equal embedding widths, got encoder {enc_width} and "
+                f"decoder {dec_width}; make them equal or set model.share_embeddings=false."
+            )
+    attention = getattr(dec, "attention", None)
+    if attention == "luong_dot" and enc.output_size != dec.hidden_size:
+        raise ValueError(
+            f"luong_dot attention needs encoder outputs of the decoder's size ({dec.hidden_size})"
+            f", but this encoder outputs {enc.output_size} (bidirectional or another width); use "
+            "luong_general, or match the sizes."
+        )
 
 
-def _family_of(config) -> str:
-    for family, (_, config_cls) in MODELS.items():
-        if isinstance(config, config_cls):
-            return family
-    raise ValueError(f"{type(config).__name__} is not a registered model config.")
+def build_model(
+    section: Mapping[str, Any],
+    src_vocab_size: int,
+    tgt_vocab_size: int,
+    input_features: int = 0,
+) -> tuple[Seq2Seq, Seq2SeqConfig]:
+    """Returns ``(module, config)`` for the run config's ``model`` section."""
+    config = model_config(section, src_vocab_size, tgt_vocab_size, input_features)
+    return pair(config), config
+
+
+def pair(config: Seq2SeqConfig) -> Seq2Seq:
+    """The ``Seq2Seq`` module of a resolved pair config."""
+    decoder = DECODERS[config.decoder_type]
+    return Seq2Seq(
+        config,
+        ENCODERS[config.encoder_type].module,
+        decoder.module,
+        decoder.embedding if config.share_embeddings else None,
+    )
+
+
+def describe(config: Seq2SeqConfig) -> dict[str, Any]:
+    """The resolved model as a JSON-safe dict (stored in checkpoints and compared on restore)."""
+    return {
+        "encoder": {"type": config.encoder_type, **dataclasses.asdict(config.encoder)},
+        "decoder": {"type": config.decoder_type, **dataclasses.asdict(config.decoder)},
+        "share_embeddings": config.share_embeddings,
+    }

@@ -321,7 +321,7 @@ class RecurrentLayer(nn.Module):
         return outputs, final
 
 
-class RNNEncoder(nn.Module):
+class RecurrentStack(nn.Module):
     """Multi-layer (optionally bidirectional) recurrent encoder over embedded inputs.
 
     Layers are a Python loop rather than a scan over layers: the first layer's input size

@@ -14,7 +14,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from s2s_jax.config import ConfigError, base_config, flat_keys, to_dict
+from s2s_jax.config import MODEL_PARTS, ConfigError, base_config, flat_keys, model_part, to_dict
 from s2s_jax.data.pipeline import Data, build_data
 from s2s_jax.decoding.generate import DecodeConfig
 from s2s_jax.models.registry import build_model, describe
@@ -28,7 +28,7 @@ class Components:
     config: ml_collections.ConfigDict
     data: Data
     model: nn.Module
-    model_config: Any  # the family's frozen config
+    model_config: Any  # the resolved encoder-decoder pair (models.seq2seq.Seq2SeqConfig)
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     decode_config: DecodeConfig
@@ -112,7 +112,12 @@ def build(
         workdir=None if workdir is None else str(workdir),
         eval_split=eval_split,
     )
-    model, model_config = build_model(config.model, data.src_vocab.size, data.tgt_vocab.size)
+    src_size = 0 if data.src_vocab is None else data.src_vocab.size
+    features = getattr(data, "input_features", 0)
+    try:
+        model, model_config = build_model(config.model, src_size, data.tgt_vocab.size, features)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     tx, schedule = make_optimizer(OptimizerConfig.from_section(config.train))
     decode_config = DecodeConfig.from_section(config.eval, **decode_overrides)
     return Components(config, data, model, model_config, tx, schedule, decode_config, mesh)
@@ -127,7 +132,20 @@ def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
             f"`s2s train --config experiments/<name>.py --workdir {workdir}`."
         )
     saved = json.loads(path.read_text())
+    if not isinstance(saved, dict):
+        raise ConfigError(
+            f"{path} is not a run config (a JSON object); it holds {type(saved).__name__}."
+        )
+    model = saved.get("model", {})
+    if not isinstance(model.get("encoder"), dict) or "type" not in model["encoder"]:
+        raise ConfigError(
+            f"{path} was written before encoders and decoders became separate parts "
+            "(model.family); this version cannot load that run: train it again."
+        )
     config = base_config()
+    config.unlock()
+    for side in MODEL_PARTS:
+        config.model[side] = model_part(side, model.get(side, {}).get("type", "rnn"))
     unknown = sorted(set(_flatten(saved)) - set(flat_keys(config)))
     if unknown:
         raise ConfigError(f"{path} has keys this version does not know: {', '.join(unknown)}.")

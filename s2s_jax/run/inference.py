@@ -133,7 +133,7 @@ class Translator:
         examples = encode_pairs(pairs, c.data.src_vocab, c.data.tgt_vocab)
         out: list[list[tuple[str, float]]] = [[] for _ in lines]
         for batch in eval_batches(examples, DECODE_BATCH, c.data.buckets):
-            result = self._decode(batch["inputs"])
+            result = self._decode(batch["inputs"], batch["inputs_mask"])
             sequences, scores = np.asarray(result.sequences), np.asarray(result.scores)
             for row, index in enumerate(np.asarray(batch["index"])):
                 if index >= 0:

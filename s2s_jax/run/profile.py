@@ -65,7 +65,7 @@ def benchmark_batches(
       length: sequence length of inputs and targets; the last position is EOS, none is PAD.
 
     Yields:
-      ``{"inputs": [batch, length], "targets": [batch, length]}`` int32 arrays.
+      ``{"inputs", "targets": [batch, length] int32, "inputs_mask": [batch, length] bool}``.
     """
     if vocab_size <= _FIRST_TOKEN or length < 1:
         raise ValueError(
@@ -80,6 +80,7 @@ def benchmark_batches(
             ids = rng.integers(_FIRST_TOKEN, vocab_size, size=shape, dtype=np.int32)
             ids[:, -1] = EOS_ID
             batch[key] = ids
+        batch["inputs_mask"] = np.ones(shape, bool)
         yield batch
 
 

@@ -61,7 +61,7 @@ def restore_or_init(c: Components, ckpt: Checkpointer) -> TrainState:
 def make_eval_fns(c: Components) -> tuple:
     """``(eval_step, decoder)`` for `evaluate`: jitted on ``c.mesh``, fed host batches.
 
-    ``decoder(params)`` returns ``decode(inputs)`` bound to ``params``: it puts them in the model's
+    ``decoder(params)`` returns ``decode(inputs, inputs_mask)`` bound to ``params``: it puts them in the model's
     decoding layout once per evaluation (a scanned Transformer's layers unstacked, their shardings
     carried over by the slicing), not once per eval batch. Every process holds the whole eval
     split; batches go onto the mesh row-sharded when they split evenly, and results come back
@@ -85,7 +85,7 @@ def make_eval_fns(c: Components) -> tuple:
 
     def decoder(params):
         prepared = to_decoding(params)
-        return lambda inputs: generate_fn(prepared, put(inputs))
+        return lambda inputs, inputs_mask: generate_fn(prepared, *put((inputs, inputs_mask)))
 
     return lambda params, batch: eval_step(params, put(batch)), decoder
 

@@ -20,10 +20,15 @@ class TrainState:
 
 
 def init_variables(model: nn.Module, rng: jax.Array, src_len: int = 8, tgt_len: int = 8):
-    """Initialises model parameters from dummy shapes; returns boxed variables."""
-    inputs = jnp.ones((1, src_len), jnp.int32)
+    """Initialises model parameters from dummy shapes; returns boxed variables.
+
+    The dummy source comes from the model (``example_inputs``): token ids or float frames.
+    """
+    inputs, inputs_mask = model.example_inputs(src_len)
     targets = jnp.ones((1, tgt_len), jnp.int32)
-    return model.init({"params": rng, "dropout": rng}, inputs, targets, train=False)
+    return model.init(
+        {"params": rng, "dropout": rng}, inputs, targets, inputs_mask=inputs_mask, train=False
+    )
 
 
 def make_boxed_init_fn(

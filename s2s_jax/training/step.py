@@ -54,15 +54,23 @@ PACKING_KEYS = (
 
 
 def model_inputs(batch: Batch) -> tuple[tuple[jax.Array, jax.Array], dict[str, jax.Array]]:
-    """``(inputs, decoder_inputs), packing_kwargs`` for ``model.apply`` from a batch.
+    """``(inputs, decoder_inputs), kwargs`` for ``model.apply`` from a batch.
 
-    Packed batches (with segment ids and positions) restart the shifted decoder input with BOS
-    at every segment and pass the packing arrays on; bucketed batches pass none.
+    ``kwargs`` holds the source mask (``inputs_mask``, which every batch carries: lengths never
+    come from token ids) and, for packed batches, the packing arrays; packed batches also
+    restart the shifted decoder input with BOS at every segment.
     """
+    if "inputs_mask" not in batch:
+        raise ValueError(
+            f"The batch has no 'inputs_mask' (keys: {sorted(batch)}): every batch carries its "
+            "source mask, [batch, src_len] bool, True on real positions."
+        )
+    kwargs = {"inputs_mask": batch["inputs_mask"]}
     if "targets_segmentation" not in batch:
-        return (batch["inputs"], shift_right(batch["targets"], BOS_ID)), {}
+        return (batch["inputs"], shift_right(batch["targets"], BOS_ID)), kwargs
     decoder_inputs = shift_right_packed(batch["targets"], batch["targets_segmentation"], BOS_ID)
-    return (batch["inputs"], decoder_inputs), {k: batch[k] for k in PACKING_KEYS if k in batch}
+    kwargs.update({k: batch[k] for k in PACKING_KEYS if k in batch})
+    return (batch["inputs"], decoder_inputs), kwargs
 
 
 def _micro_grads(params, batch: Batch, rng, *, model, label_smoothing) -> tuple[Any, Sums]:
@@ -90,7 +98,7 @@ def accumulate_grads(
 
     Args:
       params: the model parameters.
-      batch: ``{inputs: [batch, src_len], targets: [batch, tgt_len]}`` int32.
+      batch: ``{inputs, inputs_mask: [batch, src_len], targets: [batch, tgt_len]}``.
       rng: dropout key; micro-batch ``j`` uses ``fold_in(rng, j)`` (k = 1 uses ``rng``).
       grad_accum_steps: k, a divisor of ``batch``.
       **loss_kwargs: ``model`` and ``label_smoothing``.
@@ -127,7 +135,7 @@ def train_step(
     label_smoothing: float = 0.0,
     grad_accum_steps: int = 1,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update on ``batch`` ({inputs, targets}: [batch, length] int32).
+    """One optimizer update on ``batch`` ({inputs, inputs_mask, targets}, see ``model_inputs``).
 
     With ``grad_accum_steps`` k > 1 the batch is processed as k micro-batches of batch/k rows
     whose gradients are summed, which equals one step on the whole batch (less activation

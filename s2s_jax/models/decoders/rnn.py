@@ -1,137 +1,43 @@
-"""The RNN encoder–decoder family: config, decoder steps and the top model.
+"""The recurrent decoder: stacked LSTM/GRU cells with attention over any encoder's outputs.
 
 One decoder-step module per wiring does all the decoder's work for one time step on
-``[batch, beam, ...]`` activations. ``decode`` scans it over time with beam dim 1 (teacher
-forcing) and ``decode_step`` calls it once, so both share the same parameters and code.
+``[batch, beam, ...]`` activations. Teacher forcing scans it over time with beam dim 1 and
+``decode_step`` calls it once, so both share the same parameters and code.
 
-Wirings (``RNNConfig.attention``):
+Wirings (``RNNDecoderConfig.attention``):
   * ``"none"``: Cho et al. (2014): the encoder's final top-layer hidden state (the context
-    vector) is concatenated to every decoder input and to the output layer's input.
+    vector; the mean encoder output for encoders without final states) is concatenated to
+    every decoder input and to the output layer's input.
   * ``"bahdanau"``: the previous top hidden state queries additive attention; the context
     joins the RNN input.
   * Luong (``"luong_dot"``, ``"luong_general"``, ``"luong_concat"``, ``"multihead"``): the
     current top hidden state queries; ``a_t = tanh(W_c [c_t; h_t])`` feeds the output layer and,
     with input feeding, the next step's input.
 
+Initial state: a recurrent encoder's final states when its cell matches (layer i from encoder
+layer ``min(i, last)``, through a Dense+tanh bridge when the sizes differ, e.g. bidirectional);
+otherwise (a Transformer or another cell) a Dense+tanh of the mean encoder output per layer.
+
 Dropout (train only) acts between stacked recurrent layers and on the features entering the
 vocabulary projection; the input-fed ``a_t`` is the undropped vector.
 """
 
-import dataclasses
+from __future__ import annotations
+
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.data.vocab import PAD_ID
-from s2s_jax.models.rnn import CELLS, Carry, RNNEncoder, StackedCells, logical_dense
+from s2s_jax.models.encoders.rnn import EMBED_INIT_STD, reject_packing
+from s2s_jax.models.frontends import token_embedding
+from s2s_jax.models.rnn import Carry, StackedCells, cell_type, logical_dense
 from s2s_jax.models.rnn_attention import ATTENTIONS
+from s2s_jax.models.rnn_config import RNNDecoderConfig
+from s2s_jax.models.types import DTYPES, Array, Cache, Encoded, Memory, dtypes_of, masked_mean
 
-Array = jax.Array
-Cache = dict[str, Any]
-Encoded = dict[str, Any]
-Memory = dict[str, Array]
 StepOutput = tuple[Cache, tuple[Array, Array]]  # (cache, (features, attention weights))
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-
-
-@dataclasses.dataclass(frozen=True)
-class RNNConfig:
-    """Hyperparameters of ``RNNSeq2Seq``.
-
-    Attributes:
-      src_vocab_size: source vocabulary size (ids include the specials, PAD is 0).
-      tgt_vocab_size: target vocabulary size.
-      cell: a key of ``rnn.CELLS`` ("lstm" | "gru").
-      embed_dim: token embedding size (source and target).
-      hidden_size: hidden size of every recurrent layer (per direction in the encoder).
-      encoder_layers: stacked encoder layers.
-      decoder_layers: stacked decoder layers; layer i starts from encoder layer
-        ``min(i, encoder_layers - 1)``.
-      bidirectional: bidirectional encoder (outputs ``2 * hidden_size``; a Dense+tanh bridge
-        maps its final states to the decoder's size).
-      attention: a key of ``DECODER_STEPS``.
-      num_heads: heads of "multihead" attention (must divide hidden_size).
-      input_feeding: Luong input feeding (ignored by "none" and "bahdanau").
-      dropout: dropout rate between recurrent layers and before the output projection.
-      dtype: compute dtype name, a key of ``DTYPES``.
-      param_dtype: parameter storage dtype name, a key of ``DTYPES``.
-      unroll: time steps per loop iteration of the encoder's and the teacher-forced decoder's
-        time scans (``lax.scan``'s ``unroll``); 1 keeps one step per iteration. Same maths:
-        larger values trade compile time and program size for fewer loop iterations.
-    """
-
-    src_vocab_size: int
-    tgt_vocab_size: int
-    cell: str = "lstm"
-    embed_dim: int = 64
-    hidden_size: int = 128
-    encoder_layers: int = 1
-    decoder_layers: int = 1
-    bidirectional: bool = False
-    attention: str = "luong_general"
-    num_heads: int = 4
-    input_feeding: bool = True
-    dropout: float = 0.0
-    dtype: str = "float32"
-    param_dtype: str = "float32"
-    unroll: int = 1
-
-    def __post_init__(self) -> None:
-        _check_choice("cell", self.cell, CELLS)
-        _check_choice("attention", self.attention, DECODER_STEPS)
-        _check_choice("dtype", self.dtype, DTYPES)
-        _check_choice("param_dtype", self.param_dtype, DTYPES)
-        sizes = ("src_vocab_size", "tgt_vocab_size", "embed_dim", "hidden_size", "num_heads")
-        for name in (*sizes, "encoder_layers", "decoder_layers", "unroll"):
-            _check_positive(name, getattr(self, name))
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.attention == "multihead" and self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} is not divisible by num_heads "
-                f"{self.num_heads}; pick num_heads dividing hidden_size."
-            )
-        if self.attention == "luong_dot" and self.bidirectional:
-            raise ValueError(
-                "luong_dot needs encoder outputs of the decoder's size, but a bidirectional "
-                "encoder outputs 2*hidden_size; use luong_general or bidirectional=False."
-            )
-
-    @property
-    def compute_dtype(self) -> Any:
-        """The jnp dtype computations run in."""
-        return DTYPES[self.dtype]
-
-    @property
-    def storage_dtype(self) -> Any:
-        """The jnp dtype parameters are stored in."""
-        return DTYPES[self.param_dtype]
-
-
-def reject_packing(**packing: Array | None) -> None:
-    """Raises if any packing array (segment ids or positions) is given to an RNN model.
-
-    A recurrent state would carry one example into the next within a packed row.
-    """
-    given = [name for name, value in packing.items() if value is not None]
-    if given:
-        raise ValueError(
-            f"RNNSeq2Seq got {', '.join(given)}, but packing is supported by the Transformer "
-            "family only; use length buckets (data.pack_length=0) for RNN models."
-        )
-
-
-def _check_choice(field: str, value: str, registry: dict[str, Any]) -> None:
-    if value not in registry:
-        raise ValueError(f"Unknown {field} {value!r}; valid names are {sorted(registry)}.")
-
-
-def _check_positive(field: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{field} must be a positive integer, got {value}.")
 
 
 class _DecoderStep(nn.Module):
@@ -143,7 +49,7 @@ class _DecoderStep(nn.Module):
     of the vocabulary projection) and weights ``[batch, beam, src_len]`` float32.
     """
 
-    config: RNNConfig
+    config: RNNDecoderConfig
 
     @property
     def parallel(self) -> bool:
@@ -151,12 +57,12 @@ class _DecoderStep(nn.Module):
         return False
 
     def _dtypes(self) -> dict[str, Any]:
-        return {"dtype": self.config.compute_dtype, "param_dtype": self.config.storage_dtype}
+        return dict(dtypes_of(self.config))
 
     def _cells(self) -> StackedCells:
         cfg = self.config
         return StackedCells(
-            cfg.cell, cfg.hidden_size, cfg.decoder_layers, cfg.dropout, **self._dtypes()
+            cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.dropout, **self._dtypes()
         )
 
     def _dense(self, use_bias: bool = True) -> nn.Dense:
@@ -176,9 +82,16 @@ class ContextDecoderStep(_DecoderStep):
         self.output_hidden = self._dense()
 
     def prepare(self, encoded: Encoded) -> Memory:
-        """Memory: the context vector ``[batch, dirs * hidden]`` and the source mask."""
-        context = encoded["final"][-1][-1].astype(self.config.compute_dtype)
-        return {"context": context, "mask": encoded["mask"]}
+        """Memory: the context vector ``[batch, memory]`` and the source mask.
+
+        The context is a recurrent encoder's final top-layer hidden state, or the mean of the
+        encoder outputs over the source for encoders without final states.
+        """
+        if "final" in encoded:
+            context = encoded["final"][-1][-1]
+        else:
+            context = masked_mean(encoded["outputs"], encoded["mask"])
+        return {"context": context.astype(DTYPES[self.config.dtype]), "mask": encoded["mask"]}
 
     def __call__(self, cache: Cache, inputs: Array, memory: Memory, *, train: bool) -> StepOutput:
         """One step; see ``_DecoderStep`` for shapes."""
@@ -331,62 +244,68 @@ def _scan_decoder(
     return scan(step, cache, inputs, memory)
 
 
-class RNNSeq2Seq(nn.Module):
-    """Recurrent encoder–decoder implementing the ``s2s_jax.models`` interface.
+class MeanBridge(nn.Module):
+    """Initial decoder carries from the mean encoder output: one Dense+tanh per carry part.
 
     Attributes:
-      config: the model's hyperparameters.
+      hidden_size: decoder hidden size.
+      num_layers: decoder layers.
+      num_parts: carry components per layer (LSTM: 2, GRU: 1).
+      dtype: compute dtype.
+      param_dtype: storage dtype of the parameters.
     """
 
-    config: RNNConfig
+    hidden_size: int
+    num_layers: int
+    num_parts: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, mean: Array) -> tuple[Carry, ...]:
+        """``mean`` ``[batch, memory]`` -> per-layer carries with leaves ``[batch, hidden]``."""
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        return tuple(
+            tuple(
+                jnp.tanh(
+                    logical_dense(
+                        self.hidden_size, ("embed", "hidden"), name=f"layer_{layer}_{i}", **kw
+                    )(mean)
+                )
+                for i in range(self.num_parts)
+            )
+            for layer in range(self.num_layers)
+        )
+
+
+class RecurrentDecoder(nn.Module):
+    """Recurrent decoder over any encoder's outputs, implementing the decoder side of the pair.
+
+    Attributes:
+      config: its hyperparameters.
+      shared_embedding: the target table shared with the encoder, or None for its own.
+    """
+
+    config: RNNDecoderConfig
+    shared_embedding: nn.Module | None = None
 
     def setup(self) -> None:
         cfg = self.config
-        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype)
-        embed_init = nn.with_logical_partitioning(
-            nn.initializers.normal(stddev=1.0), ("vocab", "embed")
-        )
-        self.src_embed = nn.Embed(
-            cfg.src_vocab_size, cfg.embed_dim, embedding_init=embed_init, **kw
-        )
-        self.tgt_embed = nn.Embed(
-            cfg.tgt_vocab_size, cfg.embed_dim, embedding_init=embed_init, **kw
-        )
-        self.encoder = RNNEncoder(
-            cfg.cell, cfg.hidden_size, cfg.encoder_layers, cfg.bidirectional, cfg.dropout,
-            unroll=cfg.unroll, **kw,
-        )  # fmt: skip
-        self.bridge = Bridge(cfg.hidden_size, **kw) if cfg.bidirectional else None
+        kw = dtypes_of(cfg)
+        if self.shared_embedding is None:
+            self.embedding = make_embedding(cfg)
+        self.num_parts = len(cell_type(cfg.cell).zero_carry((1,), 1, jnp.float32))
+        self.bridge = Bridge(cfg.hidden_size, **kw)  # params only when called
+        self.mean_bridge = MeanBridge(cfg.hidden_size, cfg.num_layers, self.num_parts, **kw)
         self.step = DECODER_STEPS[cfg.attention](cfg)
         self.output_dropout = nn.Dropout(cfg.dropout)
-        self.output_proj = logical_dense(cfg.tgt_vocab_size, ("hidden", "vocab"), **kw)
+        self.output_proj = logical_dense(cfg.vocab_size, ("hidden", "vocab"), **kw)
 
-    def encode(
-        self,
-        inputs: Array,
-        *,
-        train: bool,
-        inputs_segmentation: Array | None = None,
-        inputs_position: Array | None = None,
-    ) -> Encoded:
-        """Encodes a source batch.
+    def _embed(self, ids: Array) -> Array:
+        table = self.embedding if self.shared_embedding is None else self.shared_embedding
+        return table(ids)
 
-        Args:
-          inputs: ``[batch, src_len]`` int32, PAD_ID is padding.
-          train: enables dropout.
-          inputs_segmentation, inputs_position: must be None (packing is Transformer-only;
-            present so every family shares the interface).
-
-        Returns:
-          ``{"outputs": [batch, src_len, dirs*hidden] (zero at PAD), "mask": [batch, src_len]
-          bool, "final": per-layer carries with leaves [batch, dirs*hidden]}``.
-        """
-        reject_packing(inputs_segmentation=inputs_segmentation, inputs_position=inputs_position)
-        mask = inputs != PAD_ID
-        outputs, finals = self.encoder(self.src_embed(inputs), mask, train=train)
-        return {"outputs": outputs, "mask": mask, "final": finals}
-
-    def decode(
+    def __call__(
         self,
         encoded: Encoded,
         decoder_inputs: Array,
@@ -399,35 +318,34 @@ class RNNSeq2Seq(nn.Module):
         """Teacher-forced decoding.
 
         Args:
-          encoded: the output of ``encode``.
+          encoded: from any encoder.
           decoder_inputs: ``[batch, tgt_len]`` int32, targets shifted right (BOS first).
           train: enables dropout.
-          targets_segmentation, targets_position: must be None (see ``encode``).
+          targets_segmentation, targets_position: must be None (no packing for recurrences).
           return_attention: also return the attention weights.
 
         Returns:
-          logits ``[batch, tgt_len, tgt_vocab]`` float32, and with return_attention the weights
+          logits ``[batch, tgt_len, vocab]`` float32, and with return_attention the weights
           ``[batch, tgt_len, src_len]`` (zeros for attention="none").
         """
-        reject_packing(targets_segmentation=targets_segmentation, targets_position=targets_position)
+        reject_packing(
+            "RecurrentDecoder",
+            targets_segmentation=targets_segmentation,
+            targets_position=targets_position,
+        )
         memory = self.step.prepare(encoded)
         cache = self.step.init_cache(self._initial_carry(encoded))
-        inputs = self.tgt_embed(decoder_inputs)[:, :, None, :]  # beam dim 1
+        inputs = self._embed(decoder_inputs)[:, :, None, :]  # beam dim 1
+        unroll = self.config.unroll
         if self.step.parallel:
             _, (features, weights) = self.step.sequence(
-                cache, inputs, memory, train=train, unroll=self.config.unroll
+                cache, inputs, memory, train=train, unroll=unroll
             )
         else:
-            _, (features, weights) = _scan_decoder(
-                self.step, cache, inputs, memory, train, self.config.unroll
-            )
+            _, (features, weights) = _scan_decoder(self.step, cache, inputs, memory, train, unroll)
         logits = self._logits(features[:, :, 0], train)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return (logits, weights[:, :, 0]) if return_attention else logits
-
-    def for_decoding(self, params: Any) -> tuple["RNNSeq2Seq", Any]:
-        """The ``(model, params)`` pair to decode with: this model as it is."""
-        return self, params
 
     def init_decode(self, encoded: Encoded, max_length: int) -> tuple[Memory, Cache]:
         """Memory ``[batch, ...]`` and the initial cache (leaves ``[batch, 1, ...]``).
@@ -439,51 +357,30 @@ class RNNSeq2Seq(nn.Module):
         return self.step.prepare(encoded), self.step.init_cache(self._initial_carry(encoded))
 
     def decode_step(self, memory: Memory, ids: Array, cache: Cache) -> tuple[Array, Cache]:
-        """One deterministic decoder step.
-
-        Args:
-          memory: from ``init_decode`` (leaves ``[batch, ...]``, never tiled per beam).
-          ids: ``[batch, beam]`` int32, the previous tokens.
-          cache: leaves ``[batch, beam, ...]``.
-
-        Returns:
-          ``(logits [batch, beam, tgt_vocab] float32, new cache)``.
-        """
-        cache, (features, _) = self.step(cache, self.tgt_embed(ids), memory, train=False)
+        """One deterministic step: ``ids`` ``[batch, beam]`` -> logits ``[batch, beam, vocab]``."""
+        cache, (features, _) = self.step(cache, self._embed(ids), memory, train=False)
         return self._logits(features, train=False), cache
 
-    def __call__(
-        self,
-        inputs: Array,
-        decoder_inputs: Array,
-        *,
-        train: bool,
-        inputs_segmentation: Array | None = None,
-        targets_segmentation: Array | None = None,
-        inputs_position: Array | None = None,
-        targets_position: Array | None = None,
-    ) -> Array:
-        """``decode(encode(inputs), decoder_inputs)``: logits ``[batch, tgt_len, vocab]``.
-
-        The packing arguments must be None (see ``encode``).
-        """
-        reject_packing(
-            inputs_segmentation=inputs_segmentation,
-            targets_segmentation=targets_segmentation,
-            inputs_position=inputs_position,
-            targets_position=targets_position,
-        )
-        return self.decode(self.encode(inputs, train=train), decoder_inputs, train=train)
-
     def _initial_carry(self, encoded: Encoded) -> tuple[Carry, ...]:
-        """Decoder layer i starts from encoder layer min(i, last); leaves ``[batch, 1, hidden]``."""
-        finals = encoded["final"]
-        picked = tuple(finals[min(i, len(finals) - 1)] for i in range(self.config.decoder_layers))
-        if self.bridge is not None:
-            picked = self.bridge(picked)
-        dtype = self.config.compute_dtype
+        """Per-layer carries with leaves ``[batch, 1, hidden]`` (see the module docstring)."""
+        cfg = self.config
+        finals = encoded.get("final")
+        if finals is not None and len(finals[0]) == self.num_parts:
+            picked = tuple(finals[min(i, len(finals) - 1)] for i in range(cfg.num_layers))
+            if picked[0][0].shape[-1] != cfg.hidden_size:
+                picked = self.bridge(picked)
+        else:
+            picked = self.mean_bridge(masked_mean(encoded["outputs"], encoded["mask"]))
+        dtype = DTYPES[cfg.dtype]
         return jax.tree.map(lambda x: x[:, None].astype(dtype), picked)
 
     def _logits(self, features: Array, train: bool) -> Array:
         features = self.output_dropout(features, deterministic=not train)
         return self.output_proj(features).astype(jnp.float32)
+
+
+def make_embedding(config: RNNDecoderConfig) -> nn.Embed:
+    """The decoder's token table (also the shared table when embeddings are shared)."""
+    return token_embedding(
+        config.vocab_size, config.embed_dim, init_std=EMBED_INIT_STD, **dtypes_of(config)
+    )
