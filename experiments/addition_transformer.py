@@ -9,13 +9,13 @@ Same data as experiments/addition_bahdanau.py. Compare greedy and beam search af
 
 from pathlib import Path
 
-from s2s_jax.config import load_experiment
+from s2s_jax.config import load_experiment, set_parts
 
 
 def get_config(variant: str = ""):
     c = load_experiment(Path(__file__).with_name("reverse_transformer.py"), variant)
     c.name = "addition_transformer" + ("_tiny" if variant == "tiny" else "")
-    c.model.position = "t5_relative"
+    set_parts(c.model, position="t5_relative")
     c.data.task = "addition"
     c.data.min_length, c.data.max_length = (2, 3) if variant == "tiny" else (1, 6)
     c.data.num_train = 512 if variant == "tiny" else 50000

@@ -11,25 +11,21 @@ the same shapes on the copy task with its 14-symbol vocabulary.
     s2s profile --config experiments/bench_w1_lstm.py:tiny --workdir /tmp/w1 --vocab-size 64
 """
 
-from s2s_jax.config import base_config, fixed_length_data
+from s2s_jax.config import base_config, fixed_length_data, model_part, set_parts
 
 
 def get_config(variant: str = ""):
     c = base_config()
     c.name = "bench_w1_lstm"
-    c.model.family = "rnn"
-    c.model.cell = "lstm"
-    c.model.attention = "luong_general"
-    c.model.input_feeding = False
-    c.model.embed_dim, c.model.hidden_size = 256, 512
-    c.model.encoder_layers = c.model.decoder_layers = 2
-    c.model.dropout = 0.0
+    c.model.encoder = model_part("encoder", "rnn")
+    c.model.decoder = model_part("decoder", "rnn", attention="luong_general", input_feeding=False)
+    set_parts(c.model, cell="lstm", embed_dim=256, hidden_size=512, num_layers=2, dropout=0.0)
     c.train.optimizer, c.train.learning_rate = "adam", 1e-3
     c.train.schedule, c.train.warmup_steps, c.train.grad_clip_norm = "constant", 0, 0.0
     fixed_length_data(c, length=32, batch_size=64)
     if variant == "tiny":
         c.name += "_tiny"
-        c.model.embed_dim, c.model.hidden_size = 16, 32
+        set_parts(c.model, embed_dim=16, hidden_size=32)
         fixed_length_data(c, length=8, batch_size=8)
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")

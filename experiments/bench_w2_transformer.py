@@ -11,7 +11,7 @@ batches); the task data here only fixes the length (31 digits + EOS = 32, one bu
     s2s profile --config experiments/bench_w2_transformer.py:tiny --workdir /tmp/w2 --vocab-size 64
 """
 
-from s2s_jax.config import base_config, fixed_length_data
+from s2s_jax.config import base_config, fixed_length_data, model_part, set_parts
 
 VARIANTS = ("preln", "tiny", "tiny_preln")
 
@@ -23,19 +23,16 @@ def get_config(variant: str = ""):
         )
     c = base_config()
     c.name = "bench_w2_transformer" + (f"_{variant}" if variant else "")
-    c.model.family = "transformer"
-    c.model.d_model, c.model.num_heads, c.model.mlp_dim = 256, 4, 1024
-    c.model.encoder_layers = c.model.decoder_layers = 3
-    c.model.activation = "relu"
-    c.model.pre_norm = "preln" in variant
-    c.model.position, c.model.max_position = "sinusoidal", 128
-    c.model.share_embeddings = c.model.tie_output = True
-    c.model.dropout = 0.1
+    c.model.encoder = model_part("encoder", "transformer")
+    c.model.decoder = model_part("decoder", "transformer", tie_output=True)
+    set_parts(c.model, d_model=256, num_heads=4, mlp_dim=1024, num_layers=3, activation="relu")
+    set_parts(c.model, pre_norm="preln" in variant, position="sinusoidal", max_position=128)
+    set_parts(c.model, dropout=0.1)
+    c.model.share_embeddings = True
     c.train.optimizer, c.train.learning_rate, c.train.weight_decay = "adamw", 1e-3, 0.01
     c.train.schedule, c.train.warmup_steps, c.train.grad_clip_norm = "constant", 0, 0.0
     fixed_length_data(c, length=32, batch_size=64)
     if variant.startswith("tiny"):
-        c.model.d_model, c.model.num_heads, c.model.mlp_dim = 16, 2, 32
-        c.model.encoder_layers = c.model.decoder_layers = 2
+        set_parts(c.model, d_model=16, num_heads=2, mlp_dim=32, num_layers=2)
         fixed_length_data(c, length=8, batch_size=8)
     return c

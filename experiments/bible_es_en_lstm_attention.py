@@ -11,20 +11,17 @@ Variants: `tiny` (tests), `cpu1h` (the same model with a schedule sized to finis
 50 minutes on a 2-core CPU: the run reported for this corpus in the README).
 """
 
-from s2s_jax.config import base_config, make_tiny
+from s2s_jax.config import base_config, make_tiny, model_part, set_parts
 
 
 def get_config(variant: str = ""):
     c = base_config()
     c.name = "bible_es_en_lstm_attention"
-    c.model.family = "rnn"
-    c.model.cell = "lstm"
-    c.model.attention = "luong_general"
-    c.model.input_feeding = True
-    c.model.bidirectional = True
-    c.model.embed_dim, c.model.hidden_size = 256, 256
-    c.model.encoder_layers, c.model.decoder_layers = 1, 2
-    c.model.dropout = 0.2
+    c.model.encoder = model_part("encoder", "rnn", bidirectional=True, num_layers=1)
+    c.model.decoder = model_part(
+        "decoder", "rnn", attention="luong_general", input_feeding=True, num_layers=2
+    )
+    set_parts(c.model, cell="lstm", embed_dim=256, hidden_size=256, dropout=0.2)
     _real_data(c)
     c.train.num_steps = 12000
     c.train.learning_rate = 2e-3
@@ -32,8 +29,8 @@ def get_config(variant: str = ""):
     c.train.label_smoothing = 0.1
     if variant == "tiny":
         _tiny(c)
-        c.model.embed_dim, c.model.hidden_size = 16, 32
-        c.model.decoder_layers = 1
+        set_parts(c.model, embed_dim=16, hidden_size=32)
+        c.model.decoder.num_layers = 1
     elif variant == "cpu1h":
         _cpu1h(c, num_steps=2400, warmup_steps=300)
     elif variant:

@@ -13,29 +13,26 @@ compiled shape).
 
 from pathlib import Path
 
-from s2s_jax.config import base_config, load_experiment
+from s2s_jax.config import load_experiment, model_part, set_parts
 
 
 def get_config(variant: str = ""):
     c = load_experiment(Path(__file__).with_name("bible_es_en_lstm_attention.py"), variant)
     c.name = "bible_es_en_transformer" + ("_tiny" if variant == "tiny" else "")
-    c.model = base_config().model  # a fresh model section: nothing of the LSTM carries over
-    c.model.family = "transformer"
-    c.model.d_model, c.model.num_heads, c.model.mlp_dim = 256, 4, 1024
-    c.model.encoder_layers = c.model.decoder_layers = 3
-    c.model.pre_norm = False
-    c.model.dropout = 0.1
-    c.model.share_embeddings, c.model.tie_output = True, True
+    c.model.encoder = model_part("encoder", "transformer")  # fresh parts: nothing of the LSTM
+    c.model.decoder = model_part("decoder", "transformer", tie_output=True)
+    set_parts(c.model, d_model=256, num_heads=4, mlp_dim=1024, num_layers=3, pre_norm=False)
+    set_parts(c.model, dropout=0.1)
+    c.model.share_embeddings = True
     c.train.optimizer = "adamw"
     c.train.weight_decay = 0.01
     c.train.learning_rate = 1e-3
     c.train.warmup_steps = 5 if variant == "tiny" else 1000
     if variant == "tiny":
-        c.model.d_model, c.model.num_heads, c.model.mlp_dim = 16, 2, 32
-        c.model.encoder_layers = c.model.decoder_layers = 1
+        set_parts(c.model, d_model=16, num_heads=2, mlp_dim=32, num_layers=1)
     elif variant == "cpu1h":
         c.train.num_steps, c.train.warmup_steps = 1800, 250  # the rest of cpu1h as the LSTM's
-        c.model.pre_norm = True
+        set_parts(c.model, pre_norm=True)
         c.train.learning_rate = 1.5e-3
         c.data.pack_length, c.data.batch_size = 128, 16  # 16 rows x 128 tokens per step
     return c

@@ -6,18 +6,17 @@ The built-in default of `s2s train`. Held-out strings of 5-20 digits; reaches >=
     s2s train --config experiments/reverse_attention.py:tiny --workdir /tmp/tiny   # seconds
 """
 
-from s2s_jax.config import base_config, make_tiny
+from s2s_jax.config import base_config, make_tiny, model_part
 
 
 def get_config(variant: str = ""):
     c = base_config()
     c.name = "reverse_attention"
-    c.model.family = "rnn"
-    c.model.cell = "lstm"
-    c.model.attention = "luong_general"
-    c.model.input_feeding = True
-    c.model.embed_dim = 32
-    c.model.hidden_size = 128
+    c.model.encoder = model_part("encoder", "rnn", cell="lstm", embed_dim=32, hidden_size=128)
+    c.model.decoder = model_part(
+        "decoder", "rnn", cell="lstm", embed_dim=32, hidden_size=128,
+        attention="luong_general", input_feeding=True,
+    )  # fmt: skip
     c.data.task = "reverse"
     c.data.min_length, c.data.max_length = 5, 20
     c.data.num_train, c.data.num_eval = 20000, 1000
@@ -29,7 +28,8 @@ def get_config(variant: str = ""):
     c.checkpoint.every_steps = 500
     if variant == "tiny":
         make_tiny(c)
-        c.model.embed_dim, c.model.hidden_size = 16, 32
+        for part in (c.model.encoder, c.model.decoder):
+            part.embed_dim, part.hidden_size = 16, 32
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")
     return c

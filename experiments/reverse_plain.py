@@ -15,6 +15,6 @@ from s2s_jax.config import load_experiment
 def get_config(variant: str = ""):
     c = load_experiment(Path(__file__).with_name("reverse_attention.py"), variant)
     c.name = "reverse_plain" + ("_tiny" if variant == "tiny" else "")
-    c.model.attention = "none"
-    c.model.input_feeding = False
+    c.model.decoder.attention = "none"
+    c.model.decoder.input_feeding = False
     return c

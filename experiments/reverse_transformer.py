@@ -6,17 +6,16 @@ Same data as experiments/reverse_attention.py (held-out strings of 5-20 digits).
     s2s evaluate --workdir runs/reverse_transformer --beam-size 4
 """
 
-from s2s_jax.config import base_config, make_tiny
+from s2s_jax.config import base_config, make_tiny, model_part, set_parts
 
 
 def get_config(variant: str = ""):
     c = base_config()
     c.name = "reverse_transformer"
-    c.model.family = "transformer"
-    c.model.d_model, c.model.num_heads, c.model.mlp_dim = 64, 4, 256
-    c.model.encoder_layers = c.model.decoder_layers = 2
-    c.model.dropout = 0.0
-    c.model.position = "sinusoidal"
+    c.model.encoder = model_part("encoder", "transformer")
+    c.model.decoder = model_part("decoder", "transformer")
+    set_parts(c.model, d_model=64, num_heads=4, mlp_dim=256, num_layers=2, dropout=0.0)
+    set_parts(c.model, position="sinusoidal")
     c.model.share_embeddings = True
     c.data.task = "reverse"
     c.data.min_length, c.data.max_length = 5, 20
@@ -30,8 +29,7 @@ def get_config(variant: str = ""):
     c.checkpoint.every_steps = 500
     if variant == "tiny":
         make_tiny(c)
-        c.model.d_model, c.model.num_heads, c.model.mlp_dim = 16, 2, 32
-        c.model.encoder_layers = c.model.decoder_layers = 1
+        set_parts(c.model, d_model=16, num_heads=2, mlp_dim=32, num_layers=1)
         c.train.learning_rate = 3e-3
     elif variant:
         raise ValueError(f"Unknown variant {variant!r}; this experiment has: tiny.")

@@ -144,6 +144,23 @@ def model_part(side: str, type_name: str, **values: Any) -> ml_collections.Confi
     return section
 
 
+def set_parts(model: ml_collections.ConfigDict, **values: Any) -> None:
+    """Sets each key to the same value in ``model.encoder`` and ``model.decoder``.
+
+    For what both sides share (e.g. a Transformer's ``d_model`` or an LSTM's ``hidden_size``);
+    a key either side lacks is a ConfigError.
+    """
+    for side in MODEL_PARTS:
+        section = model[side]
+        for key, value in values.items():
+            if key not in section or key == "type":
+                raise ConfigError(
+                    f"model.{side} of type {section.type!r} has no key {key!r}; set it on the "
+                    f"side that has it. Its keys: {', '.join(k for k in section if k != 'type')}."
+                )
+            section[key] = value
+
+
 def make_tiny(config: ml_collections.ConfigDict, min_length: int = 3, max_length: int = 6):
     """Shrinks data, schedule and evaluation in place so a run takes seconds (``:tiny`` variants).
 

@@ -20,13 +20,17 @@ MODELS = {
     "rnn": ("experiments/reverse_attention.py", {}),
     "transformer": (
         "experiments/reverse_transformer.py",
-        {"model.d_model": "32", "model.num_heads": "8", "model.mlp_dim": "64"},
+        {
+            f"model.{side}.{key}": value
+            for side in ("encoder", "decoder")
+            for key, value in (("d_model", "32"), ("num_heads", "8"), ("mlp_dim", "64"))
+        },
     ),
 }
 MESHES = {"data": (8, 1, 1), "fsdp": (1, 8, 1), "tensor": (1, 1, 8), "2d": (4, 1, 2)}
 # A kernel with an "embed" (fsdp) and an "mlp"/"heads" (tensor) axis, and its full shape.
 PROBE = {
-    "rnn": (("encoder", "layer_0", "input_proj", "kernel"), (16, 128)),
+    "rnn": (("encoder", "stack", "layer_0", "input_proj", "kernel"), (16, 128)),
     "transformer": (("encoder", "layers", "self_attention", "query", "kernel"), (1, 32, 8, 4)),
 }
 
@@ -153,7 +157,7 @@ def test_sharded_training_matches_one_device(model, mesh):
 
 def test_multihead_attention_rnn_on_a_2d_mesh():
     # Multi-head attention's DenseGeneral kernels [embed, heads, kv] split heads over tensor.
-    config = tiny_config("rnn", **{"model.attention": "multihead"})
+    config = tiny_config("rnn", **{"model.decoder.attention": "multihead"})
     ref_history, ref_state, _ = train(config)
     history, state, _ = train(config, MESHES["2d"])
     assert_same_run(history, state.params, ref_history, jax.device_get(ref_state.params))
