@@ -279,6 +279,17 @@ def test_model_config_mismatch_names_each_key(tmp_path):
     assert "--workdir" in message and str(tmp_path / "1") in message
 
 
+def test_a_checkpoint_from_before_composable_models_is_refused_in_one_line(tmp_path):
+    old_style = {"model": {"family": "rnn", "hidden_size": 128}, "train": {}}
+    with Checkpointer(tmp_path, every_steps=1, keep=1) as ckpt:
+        ckpt.save(1, trained_state(), data_state=DATA_STATE, config=old_style)
+        with pytest.raises(CheckpointConfigError) as info:
+            ckpt.restore(abstract_like(make_params()), config=CONFIG)
+    message = str(info.value)
+    assert "before encoders and decoders became separate model parts" in message
+    assert "model.family='rnn'" in message and "\n" not in message
+
+
 def test_tuple_and_list_config_values_match(tmp_path):
     # The run's config holds tuples; the saved one lists; they must not count as different.
     with Checkpointer(tmp_path, every_steps=1, keep=1) as ckpt:

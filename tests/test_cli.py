@@ -68,7 +68,9 @@ def test_decode_bad_input_lists_every_problem(workdir, tmp_path, capsys):
     [
         (["evaluate", "--workdir", "/nonexistent/run"], "does not exist"),
         (["train", "--config", "experiments/reverse_attention.py:tiny",
-          "--config.model.hiden_size=3"], "Did you mean model.hidden_size"),
+          "--config.model.encoder.hiden_size=3"], "Did you mean model.encoder.hidden_size"),
+        (["train", "--config", "experiments/reverse_attention.py:tiny",
+          "--config.model.encoder.attention=bahdanau"], "Did you mean model.decoder.attention"),
         (["train", "--config", "experiments/missing.py"], "not found"),
         (["train", "--config", "experiments/reverse_attention.py:huge"], "Unknown variant"),
     ],
@@ -81,12 +83,13 @@ def test_user_errors_are_one_line(argv, words, capsys):
 
 def test_restore_into_other_model_config_fails_clearly(workdir, capsys):
     argv = ["train", "--config", "experiments/reverse_attention.py:tiny", "--workdir", str(workdir)]
-    argv += ["--config.train.num_steps=30", "--config.model.hidden_size=48"]
+    argv += ["--config.train.num_steps=30", "--config.model.decoder.hidden_size=48"]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "model.hidden_size" in err and "32" in err and "48" in err
+    assert "model.decoder.hidden_size" in err and "32" in err and "48" in err
     # The refused run must not overwrite the workdir's record of the trained config.
-    assert json.loads((workdir / "config.json").read_text())["model"]["hidden_size"] == 32
+    saved = json.loads((workdir / "config.json").read_text())
+    assert saved["model"]["decoder"]["hidden_size"] == 32
 
 
 def test_decode_sampling_is_seeded(workdir, tmp_path, capsys):
@@ -121,3 +124,11 @@ def test_bad_host_malloc_setting_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setenv("S2S_JAX_HOST_MALLOC", "fast")
     assert main(["train"]) == 2
     assert "S2S_JAX_HOST_MALLOC='fast' is not one of system, reuse" in capsys.readouterr().err
+
+
+def test_a_workdir_from_before_composable_models_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"model": {"family": "rnn"}}))
+    assert main(["evaluate", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "written before encoders and decoders became separate parts" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,1 @@
+"""Decoders: one module per kind, registered in ``models/registry.py``."""

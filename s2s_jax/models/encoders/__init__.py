@@ -1,0 +1,1 @@
+"""Encoders: one module per kind, registered in ``models/registry.py``."""
