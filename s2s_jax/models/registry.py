@@ -112,6 +112,17 @@ def model_config(
 def check_pair(config: Seq2SeqConfig) -> None:
     """Raises ValueError when the decoder needs what the encoder does not give."""
     enc, dec = config.encoder, config.decoder
+    source = getattr(enc, "input", None)
+    if source == "tokens" and enc.vocab_size < 1:
+        raise ValueError(
+            "model.encoder.input is 'tokens' but the data has no source vocabulary (its sources "
+            "are float frames?): use the encoder input 'features' for float frames."
+        )
+    if source == "features" and enc.input_features < 1:
+        raise ValueError(
+            "model.encoder.input is 'features' but the data gives token ids (no frame size): "
+            "use the encoder input 'tokens'."
+        )
     if config.share_embeddings:
         enc_width = getattr(enc, "d_model", getattr(enc, "embed_dim", None))
         dec_width = getattr(dec, "d_model", getattr(dec, "embed_dim", None))
