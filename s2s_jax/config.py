@@ -43,11 +43,12 @@ def base_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"  # storage dtype
 
     c.data = d = ml_collections.ConfigDict()
-    d.task = "reverse"  # reverse | copy | sort | addition
+    d.task = "reverse"  # reverse | copy | sort | addition | noisy_digits (float frames)
     d.min_length = 5
     d.max_length = 20
     d.num_train = 20000
     d.num_eval = 1000
+    d.noise_std = 0.15  # noisy_digits: Gaussian noise on each one-hot frame (see data/tasks.py)
     d.batch_size = 64
     d.buckets = ()  # length boundaries; () picks them from max_length / max_tokens
     # Real data (data.source="tfds"): any TFDS translation dataset, SentencePiece tokens.

@@ -5,22 +5,33 @@ import json
 import numpy as np
 import pytest
 
-from s2s_jax.data.batching import TrainBatches, auto_buckets, encode_pairs, eval_batches
+from s2s_jax.data.batching import (
+    TrainBatches,
+    auto_buckets,
+    encode_examples,
+    eval_batches,
+    pad_batch,
+)
 from s2s_jax.data.tasks import TaskConfig, make_splits, task_vocab
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 
 BUCKETS = (4, 8, 12)
 VOCAB = task_vocab("reverse")
+FEATURES = 10
 
 
-def _examples(num=200, seed=0):
-    """Pairs with distinct sources (the eval split), so every row maps back to one example."""
-    # Sources of length 1..10 give encoded lengths 2..11, spread over every bucket.
-    cfg = TaskConfig(
-        task="reverse", min_length=1, max_length=10, num_train=0, num_eval=num, seed=seed
-    )
-    _, pairs = make_splits(cfg)
-    return pairs, encode_pairs(pairs, VOCAB, VOCAB)
+def _examples(num=200, seed=0, task="reverse"):
+    """Examples with distinct sources (the eval split), so every row maps back to one example."""
+    # Sources of length 1..10 give encoded lengths 2..11 (frames: 1..10), over every bucket.
+    cfg = TaskConfig(task=task, min_length=1, max_length=10, num_train=0, num_eval=num, seed=seed)
+    _, examples = make_splits(cfg)
+    src_vocab = VOCAB if task == "reverse" else None
+    return examples, encode_examples(examples, src_vocab, VOCAB)
+
+
+def _frame_examples(num=200, seed=0):
+    """noisy_digits examples: `[len, 10]` float32 frames, the target the reversed digits."""
+    return _examples(num, seed, task="noisy_digits")
 
 
 def _take(iterator, n):
@@ -44,12 +55,46 @@ def _assert_layout(array, lengths):
         assert np.all((row[: n - 1] != EOS_ID) & (row[: n - 1] != PAD_ID))
 
 
-def test_encode_pairs_appends_eos():
-    [(src, tgt)] = encode_pairs([("123", "321")], VOCAB, VOCAB)
+def _assert_masks(batch):
+    """The mask is True exactly on real source positions: `ids != PAD` or the frame count."""
+    mask = batch["inputs_mask"]
+    assert mask.dtype == np.bool_ and mask.shape == batch["inputs"].shape[:2]
+    if batch["inputs"].ndim == 2:
+        np.testing.assert_array_equal(mask, batch["inputs"] != PAD_ID)
+    else:  # frames: a prefix of True, and only zeros past it
+        lengths = mask.sum(axis=1)
+        np.testing.assert_array_equal(mask, np.arange(mask.shape[1]) < lengths[:, None])
+        assert not batch["inputs"][~mask].any()
+
+
+def test_encode_examples_appends_eos_to_text():
+    [(src, tgt)] = encode_examples([{"inputs": "123", "targets": "321"}], VOCAB, VOCAB)
     assert src.dtype == np.int32 and tgt.dtype == np.int32
     assert src.tolist() == [*VOCAB.encode("123"), EOS_ID]
     assert tgt.tolist() == [*VOCAB.encode("321"), EOS_ID]
     assert tgt[0] != BOS_ID
+
+
+def test_encode_examples_passes_frames_through_without_eos():
+    frames = np.arange(12, dtype=np.float64).reshape(3, 4)
+    [(src, tgt)] = encode_examples([{"inputs": frames, "targets": "21"}], None, VOCAB)
+    assert src.dtype == np.float32 and src.shape == (3, 4)  # no EOS frame: the mask gives length
+    np.testing.assert_array_equal(src, frames)
+    assert tgt.tolist() == [*VOCAB.encode("21"), EOS_ID]
+
+
+@pytest.mark.parametrize(
+    ("source", "src_vocab", "match"),
+    [
+        ("123", None, "needs a source tokenizer"),
+        (np.zeros(3, np.float32), None, r"float frames \[length >= 1, features\].*\(3,\)"),
+        (np.zeros((0, 4), np.float32), None, "float frames"),
+        (np.zeros((3, 4), np.int32), None, "int32"),
+    ],
+)
+def test_encode_examples_rejects_bad_sources(source, src_vocab, match):
+    with pytest.raises(ValueError, match=match):
+        encode_examples([{"inputs": source, "targets": "1"}], src_vocab, VOCAB)
 
 
 @pytest.mark.parametrize(
@@ -69,12 +114,13 @@ def test_auto_buckets_hold_max_len_in_multiples_of_four(max_len):
 
 
 def test_train_batches_shapes_and_layout():
-    pairs, examples = _examples()
+    raw, examples = _examples()
     batches = TrainBatches(examples, batch_size=8, buckets=BUCKETS, seed=0)
-    by_source = {s: t for s, t in pairs}
+    by_source = {e["inputs"]: e["targets"] for e in raw}
     for batch in _take(batches, 40):
-        assert set(batch) == {"inputs", "targets"}
+        assert set(batch) == {"inputs", "inputs_mask", "targets"}
         assert batch["inputs"].dtype == np.int32 and batch["targets"].dtype == np.int32
+        _assert_masks(batch)
         assert batch["inputs"].shape[0] == batch["targets"].shape[0] == 8
         assert batch["inputs"].shape[1] in BUCKETS and batch["targets"].shape[1] in BUCKETS
         src_len = (batch["inputs"] != PAD_ID).sum(axis=1)
@@ -193,7 +239,9 @@ def test_no_full_batch_raises():
 )
 def test_too_long_example_raises(make):
     _, examples = _examples(num=50)
-    with pytest.raises(ValueError, match=r"source longer than the largest bucket 8.*11 tokens"):
+    with pytest.raises(
+        ValueError, match=r"source longer than the largest bucket 8.*11 tokens with"
+    ):
         make(examples)
 
 
@@ -206,7 +254,7 @@ def test_bad_buckets_raise(buckets):
 
 @pytest.mark.parametrize("batch_size", [1, 7, 32])
 def test_eval_batches_cover_every_example_once(batch_size):
-    pairs, examples = _examples(num=150)
+    raw, examples = _examples(num=150)
     batches = eval_batches(examples, batch_size, BUCKETS)
     seen = np.concatenate([b["index"] for b in batches])
     assert sorted(seen[seen >= 0].tolist()) == list(range(len(examples)))
@@ -214,11 +262,16 @@ def test_eval_batches_cover_every_example_once(batch_size):
         assert batch["index"].dtype == np.int32
         assert batch["inputs"].shape[0] == batch_size and batch["index"].shape == (batch_size,)
         assert batch["inputs"].shape[1] in BUCKETS and batch["targets"].shape[1] in BUCKETS
-        for i, src, tgt in zip(batch["index"], batch["inputs"], batch["targets"], strict=True):
+        _assert_masks(batch)
+        rows = zip(batch["index"], batch["inputs"], batch["targets"], strict=True)
+        for i, src, tgt in rows:
             if i < 0:
                 assert not src.any() and not tgt.any()  # padding rows are all PAD
             else:
-                assert (VOCAB.decode(src), VOCAB.decode(tgt)) == pairs[i]
+                assert (VOCAB.decode(src), VOCAB.decode(tgt)) == (
+                    raw[i]["inputs"],
+                    raw[i]["targets"],
+                )
                 assert np.array_equal(src[: len(examples[i][0])], examples[i][0])
 
 
@@ -235,3 +288,57 @@ def test_eval_batches_are_deterministic_and_pad_only_last_of_bucket():
 
 def test_eval_batches_of_nothing_is_empty():
     assert eval_batches([], 4, BUCKETS) == []
+
+
+def test_float_frame_batches_pad_with_zeros_and_mask_the_true_length():
+    raw, examples = _frame_examples(num=150)
+    for batch in eval_batches(examples, 16, BUCKETS):
+        inputs, mask = batch["inputs"], batch["inputs_mask"]
+        width = inputs.shape[1]
+        assert inputs.dtype == np.float32 and inputs.shape == (16, width, FEATURES)
+        assert width in BUCKETS and batch["targets"].dtype == np.int32
+        _assert_masks(batch)
+        smaller = max((b for b in BUCKETS if b < width), default=0)
+        for row, i in enumerate(batch["index"].tolist()):
+            if i < 0:
+                assert not mask[row].any() and not inputs[row].any()
+                continue
+            n = len(raw[i]["inputs"])
+            assert mask[row].sum() == n and smaller < n <= width  # frames, no EOS frame
+            np.testing.assert_array_equal(inputs[row, :n], raw[i]["inputs"])
+            assert VOCAB.decode(batch["targets"][row]) == raw[i]["targets"]
+
+
+def test_float_frames_bucket_by_frame_count():
+    # 4 frames fit bucket 4 exactly (a token source of 4 symbols would need 5 with EOS).
+    frames = np.ones((4, FEATURES), np.float32)
+    examples = encode_examples([{"inputs": frames, "targets": "12"}], None, VOCAB)
+    [batch] = eval_batches(examples, 2, BUCKETS)
+    assert batch["inputs"].shape == (2, 4, FEATURES) and batch["targets"].shape == (2, 4)
+    np.testing.assert_array_equal(batch["inputs_mask"], [[True] * 4, [False] * 4])
+
+
+def test_float_frame_train_batches_resume():
+    _, examples = _frame_examples()
+    original = TrainBatches(examples, 8, BUCKETS, seed=2)
+    first = _take(original, 5)
+    assert all(b["inputs"].dtype == np.float32 and b["inputs"].ndim == 3 for b in first)
+    for batch in first:
+        _assert_masks(batch)
+    resumed = TrainBatches(examples, 8, BUCKETS, seed=2)
+    resumed.set_state(json.loads(json.dumps(original.get_state())))
+    _assert_same_batches(_take(original, 10), _take(resumed, 10))
+
+
+def test_mixed_source_layouts_raise():
+    _, tokens = _examples(num=8)
+    _, frames = _frame_examples(num=8)
+    with pytest.raises(ValueError, match="mix per-position shapes.*all token ids or all float"):
+        eval_batches(tokens + frames, 4, BUCKETS)
+
+
+def test_pad_batch_stacks_examples():
+    _, examples = _examples(num=3)
+    batch = pad_batch(examples, (12, 12))
+    assert batch["inputs"].shape == (3, 12)
+    _assert_masks(batch)

@@ -9,6 +9,7 @@ import pytest
 from s2s_jax.data.grain_pipeline import make_eval_batches, make_train_iterator, train_dataset
 from s2s_jax.data.packing import PACKED_KEYS, unpack
 from s2s_jax.data.sentencepiece_tokenizer import SentencePieceTokenizer, train_sentencepiece
+from s2s_jax.data.tasks import TaskConfig, make_splits, task_vocab
 from s2s_jax.data.vocab import EOS_ID, PAD_ID, CharVocab
 
 VOCAB = CharVocab(string.ascii_lowercase)
@@ -16,19 +17,36 @@ TOKENIZERS = (VOCAB, VOCAB)
 MAX_LENGTH = 12  # ids, EOS included: sources of up to 11 characters are kept
 
 
-def _pairs(n=300, seed=0):
+def _examples(n=300, seed=0):
     """Distinct sources of 1..14 characters; the target is the reversed source."""
     rng = np.random.default_rng(seed)
     sources = set()
     while len(sources) < n:
         letters = rng.choice(list(string.ascii_lowercase), size=rng.integers(1, 15))
         sources.add("".join(letters))
-    return [(s, s[::-1]) for s in sorted(sources)]
+    return [{"inputs": s, "targets": s[::-1]} for s in sorted(sources)]
 
 
 # Grain's index shuffle costs ~60 ms / len(dataset) per element, so tiny sources are slow.
-SOURCE = _pairs()
-KEPT = {pair for pair in SOURCE if len(pair[0]) < MAX_LENGTH}
+SOURCE = _examples()
+KEPT = {(e["inputs"], e["targets"]) for e in SOURCE if len(e["inputs"]) < MAX_LENGTH}
+# Float frames: noisy one-hot digits, 1..13 frames (up to 12 kept), reversed digits as targets.
+_, FRAME_SOURCE = make_splits(
+    TaskConfig(task="noisy_digits", min_length=1, max_length=13, num_train=0, num_eval=300)
+)
+DIGITS = task_vocab("noisy_digits")
+FRAME_TOKENIZERS = (None, DIGITS)
+
+
+def _assert_masks(batch):
+    """Token batches: mask == ids != PAD; frame batches: a True prefix, zeros past it."""
+    mask = batch["inputs_mask"]
+    assert mask.dtype == np.bool_ and mask.shape == batch["inputs"].shape[:2]
+    if batch["inputs"].ndim == 2:
+        np.testing.assert_array_equal(mask, batch["inputs"] != PAD_ID)
+    else:
+        np.testing.assert_array_equal(mask, np.arange(mask.shape[1]) < mask.sum(1)[:, None])
+        assert not batch["inputs"][~mask].any()
 
 
 def _decoded_rows(batch):
@@ -57,8 +75,9 @@ def test_bucketed_batches_have_fixed_shapes_and_valid_rows(buckets):
     )
     allowed = set(buckets or (4, 8, 12))  # auto_buckets(12) == (4, 8, 12)
     for batch in _take(it, 30):
-        assert set(batch) == {"inputs", "targets"}
+        assert set(batch) == {"inputs", "inputs_mask", "targets"}
         assert batch["inputs"].dtype == np.int32 and batch["inputs"].shape[0] == 4
+        _assert_masks(batch)
         assert {batch["inputs"].shape[1], batch["targets"].shape[1]} <= allowed
         for side in ("inputs", "targets"):
             lengths = np.sum(batch[side] != PAD_ID, axis=1)
@@ -89,11 +108,19 @@ def test_each_epoch_is_a_new_permutation_of_the_kept_pairs():
     assert epochs[0] != epochs[1]
 
 
-@pytest.mark.parametrize("options", [{"buckets": (4, 8, 12)}, {"pack_length": 16}])
-def test_resumed_iterator_yields_the_same_batches(options):
+@pytest.mark.parametrize(
+    ("source", "tokenizers", "options"),
+    [
+        (SOURCE, TOKENIZERS, {"buckets": (4, 8, 12)}),
+        (SOURCE, TOKENIZERS, {"pack_length": 16}),
+        (FRAME_SOURCE, FRAME_TOKENIZERS, {"buckets": (4, 8, 12)}),
+    ],
+    ids=["bucketed", "packed", "frames"],
+)
+def test_resumed_iterator_yields_the_same_batches(source, tokenizers, options):
     def iterator():
         return make_train_iterator(
-            SOURCE, TOKENIZERS, batch_size=3, max_length=MAX_LENGTH, seed=5, **options
+            source, tokenizers, batch_size=3, max_length=MAX_LENGTH, seed=5, **options
         )
 
     uninterrupted = _take(iterator(), 25)
@@ -124,7 +151,10 @@ def test_packed_batches():
     seen = []
     for batch in _take(it, 10):
         assert set(batch) == set(PACKED_KEYS)
-        assert all(a.shape == (4, 16) and a.dtype == np.int32 for a in batch.values())
+        assert all(a.shape == (4, 16) for a in batch.values())
+        assert all(a.dtype == np.int32 for k, a in batch.items() if k != "inputs_mask")
+        assert batch["inputs_mask"].dtype == np.bool_
+        np.testing.assert_array_equal(batch["inputs_mask"], batch["inputs_segmentation"] > 0)
         seen += [(VOCAB.decode(s), VOCAB.decode(t)) for s, t in unpack(batch)]
     assert set(seen) <= KEPT
     # Packing puts more than one example per row on average here.
@@ -163,14 +193,14 @@ def test_bucketed_shards_split_the_global_batches():
     for global_batch in _take(_shard_iterator(0, 1, 6), 30):
         parts = [next(it) for it in shards]
         assert all(p["inputs"].shape == (2, global_batch["inputs"].shape[1]) for p in parts)
-        for key in ("inputs", "targets"):
+        for key in ("inputs", "inputs_mask", "targets"):
             np.testing.assert_array_equal(
                 np.concatenate([p[key] for p in parts]), global_batch[key]
             )
 
 
 def test_sentencepiece_tokenizers_with_threads(tmp_path):
-    text = [s for pair in SOURCE for s in pair]
+    text = [e[side] for e in SOURCE for side in ("inputs", "targets")]
     spm = SentencePieceTokenizer(train_sentencepiece(text, tmp_path / "m.model", vocab_size=40))
     it = make_train_iterator(
         SOURCE, (spm, spm), batch_size=2, max_length=20, seed=0, read_threads=4
@@ -181,7 +211,7 @@ def test_sentencepiece_tokenizers_with_threads(tmp_path):
 
 
 def test_all_pairs_too_long_raises_instead_of_hanging():
-    source = [("abcdefgh", "hgfedcba")] * 1000
+    source = [{"inputs": "abcdefgh", "targets": "hgfedcba"}] * 1000
     it = make_train_iterator(source, TOKENIZERS, batch_size=1, max_length=4, seed=0)
     with pytest.raises(ValueError, match="skipped"):
         next(it)
@@ -211,9 +241,11 @@ def test_eval_batches_cover_every_example_once_in_order():
     assert sorted(index[index >= 0].tolist()) == list(range(len(SOURCE)))
     for batch in batches:
         assert batch["inputs"].shape[0] == 8
+        _assert_masks(batch)
         for row, i in enumerate(batch["index"].tolist()):
             src, tgt = VOCAB.decode(batch["inputs"][row]), VOCAB.decode(batch["targets"][row])
-            assert (src, tgt) == (SOURCE[i] if i >= 0 else ("", ""))
+            expected = (SOURCE[i]["inputs"], SOURCE[i]["targets"]) if i >= 0 else ("", "")
+            assert (src, tgt) == expected
     # Nothing is too long for the default buckets; a second call is identical.
     _assert_same_batches(batches, make_eval_batches(SOURCE, TOKENIZERS, batch_size=8))
 
@@ -225,3 +257,30 @@ def test_eval_batches_max_examples_and_buckets():
     assert {b["inputs"].shape[1] for b in batches} <= {8, 16}
     with pytest.raises(ValueError, match="empty"):
         make_eval_batches([], TOKENIZERS, batch_size=4)
+
+
+def test_float_frame_batches():
+    it = make_train_iterator(
+        FRAME_SOURCE, FRAME_TOKENIZERS, batch_size=4, max_length=MAX_LENGTH, seed=0
+    )
+    frames_of = {e["targets"]: e["inputs"] for e in FRAME_SOURCE}  # distinct hidden digits
+    for batch in _take(it, 20):
+        inputs = batch["inputs"]
+        assert inputs.dtype == np.float32 and inputs.shape[0::2] == (4, 10)
+        assert inputs.shape[1] in (4, 8, 12)
+        _assert_masks(batch)
+        for row in range(4):
+            frames = frames_of[DIGITS.decode(batch["targets"][row])]
+            assert batch["inputs_mask"][row].sum() == len(frames) <= MAX_LENGTH
+            np.testing.assert_array_equal(inputs[row, : len(frames)], frames)
+
+
+def test_float_frame_eval_batches():
+    batches = make_eval_batches(FRAME_SOURCE, FRAME_TOKENIZERS, batch_size=16)
+    index = np.concatenate([b["index"] for b in batches])
+    assert sorted(index[index >= 0].tolist()) == list(range(len(FRAME_SOURCE)))
+    for batch in batches:
+        _assert_masks(batch)
+        for row, i in enumerate(batch["index"].tolist()):
+            n = len(FRAME_SOURCE[i]["inputs"]) if i >= 0 else 0
+            assert batch["inputs_mask"][row].sum() == n

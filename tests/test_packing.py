@@ -37,6 +37,8 @@ def _key(example):
 
 def _check_layout(batch):
     """Segments are contiguous runs 1..k on both sides, positions restart, padding is clean."""
+    assert batch["inputs_mask"].dtype == np.bool_
+    np.testing.assert_array_equal(batch["inputs_mask"], batch["inputs_segmentation"] > 0)
     for row in range(batch["inputs"].shape[0]):
         counts = []
         for side in ("inputs", "targets"):
@@ -59,7 +61,7 @@ def test_pack_then_unpack_is_lossless(length, seed):
     examples = _random_examples(40, 8, seed)
     batch = pack_examples(examples, length)
     assert set(batch) == set(PACKED_KEYS)
-    assert all(a.dtype == np.int32 for a in batch.values())
+    assert all(a.dtype == np.int32 for k, a in batch.items() if k != "inputs_mask")
     src_len, tgt_len = (length, length) if isinstance(length, int) else length
     assert batch["inputs"].shape[1] == src_len and batch["targets"].shape[1] == tgt_len
     _check_layout(batch)
@@ -82,6 +84,7 @@ def test_first_fit_placement_by_hand():
         batch["inputs_position"], [[0, 1, 2, 3, 0, 1], [0, 1, 2, 0, 0, 0]]
     )
     np.testing.assert_array_equal(batch["inputs"][1], [*examples[1][0], *examples[3][0], 0, 0])
+    np.testing.assert_array_equal(batch["inputs_mask"][1], [True] * 4 + [False] * 2)
     assert [_key(e) for e in unpack(batch)] == [_key(examples[i]) for i in (0, 2, 1, 3)]
 
 
@@ -98,6 +101,7 @@ def test_target_side_also_limits_a_row():
         ([(np.zeros(0, np.int32), np.ones(2, np.int32))], 6, "between 1"),
         ([_example(2, 2)], 0, "positive int"),
         ([_example(2, 2)], (4, 4, 4), "positive int"),
+        ([(np.ones((2, 3), np.float32), np.ones(2, np.int32))], 6, "token ids"),
     ],
 )
 def test_bad_input_raises(examples, length, message):
@@ -135,7 +139,8 @@ def test_grain_packing_is_lossless_and_fixed_shape():
     rows = list(pack_dataset(_stream(examples).to_iter_dataset(), (10, 12), num_rows=4))
     for row in rows:
         assert set(row) == set(PACKED_KEYS)
-        assert row["inputs"].shape == (10,) and row["targets"].shape == (12,)
+        assert row["inputs"].shape == row["inputs_mask"].shape == (10,)
+        assert row["targets"].shape == (12,)
     batch = {k: np.stack([r[k] for r in rows]) for k in PACKED_KEYS}
     _check_layout(batch)
     # The stream stays in order: unpacking row by row restores it exactly.

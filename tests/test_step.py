@@ -163,6 +163,20 @@ def test_multihead_attention_rnn_on_a_2d_mesh():
     assert_same_run(history, state.params, ref_history, jax.device_get(ref_state.params))
 
 
+@pytest.mark.parametrize(
+    "experiment",
+    ["experiments/reverse_transformer_lstm.py", "experiments/reverse_lstm_transformer.py"],
+)
+def test_mixed_pairs_on_a_2d_mesh_match_one_device(experiment):
+    # A Transformer encoder under an LSTM decoder and the reverse: their params carry logical
+    # axis names like any pair's, so the mesh changes nothing but the layout.
+    overrides = [("data.buckets", "(8,)")]
+    config = apply_overrides(load_experiment(experiment, "tiny"), overrides)
+    ref_history, ref_state, _ = train(config)
+    history, state, _ = train(config, MESHES["2d"])
+    assert_same_run(history, state.params, ref_history, jax.device_get(ref_state.params))
+
+
 def test_sharded_grad_accumulation_matches_one_device():
     config = tiny_config("rnn", **{"parallel.grad_accum_steps": "2"})
     history, state, _ = train(config, (4, 1, 2))

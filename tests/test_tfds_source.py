@@ -51,6 +51,10 @@ def _expected(src, tgt, n):
     return sorted((_WORDS[src].format(i), _WORDS[tgt].format(i)) for i in range(n))
 
 
+def _pairs(examples):
+    return [(e["inputs"], e["targets"]) for e in examples]
+
+
 @pytest.mark.parametrize(
     "config, src, tgt", [("de-en", "de", "en"), ("de-en", "en", "de"), ("pt_to_en", "pt", "en")]
 )
@@ -59,11 +63,12 @@ def test_reads_every_pair_as_text(data_dir, config, src, tgt):
         f"{NAME}/{config}", split="train", data_dir=data_dir, src_lang=src, tgt_lang=tgt
     )
     assert len(source) == _SIZES["train"]
-    pairs = [source[i] for i in range(len(source))]
-    assert all(isinstance(s, str) and isinstance(t, str) for s, t in pairs)
+    examples = [source[i] for i in range(len(source))]
+    assert all(set(e) == {"inputs", "targets"} for e in examples)
+    assert all(isinstance(s, str) and isinstance(t, str) for s, t in _pairs(examples))
     # TFDS shuffles records when writing, so compare as sets.
-    assert sorted(pairs) == _expected(src, tgt, _SIZES["train"])
-    assert source[-1] == pairs[-1]
+    assert sorted(_pairs(examples)) == _expected(src, tgt, _SIZES["train"])
+    assert source[-1] == examples[-1]
 
 
 def test_split_slicing_and_batched_reads(data_dir):
@@ -80,7 +85,7 @@ def test_grain_reads_it_and_it_pickles(data_dir):
     )
     clone = pickle.loads(pickle.dumps(source))
     assert [clone[i] for i in range(3)] == [source[i] for i in range(3)]
-    read = list(grain.MapDataset.source(source).map(lambda pair: pair[0]))
+    read = list(grain.MapDataset.source(source).map(lambda example: example["inputs"]))
     assert sorted(read) == sorted(_WORDS["pt"].format(i) for i in range(_SIZES["train"]))
 
 
@@ -93,7 +98,7 @@ def test_download_prepares_a_missing_dataset(tmp_path):
         tgt_lang="en",
         download=True,
     )
-    assert sorted(source[i] for i in range(len(source))) == _expected("de", "en", 4)
+    assert sorted(_pairs(source[i] for i in range(len(source)))) == _expected("de", "en", 4)
 
 
 @pytest.mark.parametrize("name", [f"{NAME}/de-en", "wmt14_translate/de-en"])
@@ -145,7 +150,7 @@ def test_bad_languages_or_split(data_dir, src, tgt, split, message):
 
 def test_source_index_errors():
     source = TranslationSource([{"a": b"x", "b": "y"}], "a", "b")
-    assert source[0] == ("x", "y")
+    assert source[0] == {"inputs": "x", "targets": "y"}
     with pytest.raises(IndexError):
         source[1]
     with pytest.raises(TypeError):

@@ -13,12 +13,17 @@ from s2s_jax.config import apply_overrides, load_experiment
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.run import train as loop
 from s2s_jax.run.components import build
+from s2s_jax.run.inference import evaluate_workdir
 from s2s_jax.run.metrics_writer import read_metrics
 
 TINY = {
     "rnn": "experiments/reverse_attention.py:tiny",
     "rnn_gru_bahdanau": "experiments/addition_bahdanau.py:tiny",
     "transformer": "experiments/reverse_transformer.py:tiny",
+    "transformer_to_lstm": "experiments/reverse_transformer_lstm.py:tiny",
+    "lstm_to_transformer": "experiments/reverse_lstm_transformer.py:tiny",
+    "features_lstm": "experiments/noisy_digits_lstm.py:tiny",
+    "features_transformer": "experiments/noisy_digits_transformer.py:tiny",
 }
 
 
@@ -52,6 +57,11 @@ def test_tiny_run_writes_workdir(tmp_path, name):
     assert len(hypotheses) == config.eval.max_examples
     with Checkpointer(tmp_path / "checkpoints", every_steps=1, keep=1, read_only=True) as ckpt:
         assert ckpt.all_steps() == [10, 20]
+    # The trained workdir decodes with beam search too; teacher-forced figures do not depend
+    # on the decoding, so they repeat the run's own.
+    beam = evaluate_workdir(tmp_path, beam_size=2).metrics
+    assert 0.0 <= beam["exact_match"] <= 1.0
+    assert beam["loss"] == pytest.approx(metrics["loss"], rel=1e-5)
 
 
 def _preempt_after(n_steps, monkeypatch):
@@ -73,7 +83,8 @@ def _preempt_after(n_steps, monkeypatch):
 
 
 def test_preempted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
-    config = tiny_config(**{"model.dropout": "0.2"})  # dropout: resumed RNG must line up too
+    # Dropout: the resumed RNG must line up too.
+    config = tiny_config(**{"model.encoder.dropout": "0.2", "model.decoder.dropout": "0.2"})
     loop.train_and_evaluate(config, tmp_path / "straight")
 
     with monkeypatch.context() as m:

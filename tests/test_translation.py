@@ -7,6 +7,7 @@ import pytest
 from toy_translation import NAME, SIZES, build
 
 from s2s_jax.config import apply_overrides, load_experiment
+from s2s_jax.data.config import DataConfig
 from s2s_jax.data.tfds_source import DatasetNotPreparedError
 from s2s_jax.data.translation import build_translation_data
 from s2s_jax.data.vocab import EOS_ID, PAD_ID
@@ -23,44 +24,60 @@ def toy_config(data_dir, family="lstm_attention", **overrides):
     return apply_overrides(config, list({**base, **overrides}.items()))
 
 
+def toy_data(config, workdir, **kwargs):
+    kwargs = {"eval_batch_size": 8, **kwargs}
+    return build_translation_data(DataConfig.from_section(config.data), 0, workdir, **kwargs)
+
+
 def test_builds_tokenizers_batches_and_eval_split(data_dir, tmp_path):
     config = toy_config(data_dir)
-    data = build_translation_data(config.data, 0, tmp_path, eval_batch_size=8, max_eval=0)
+    data = toy_data(config, tmp_path, max_eval=0)
     assert (tmp_path / "spm_shared.model").is_file()
     assert data.src_vocab is data.tgt_vocab and data.src_vocab.size == 40
-    assert len(data.eval_pairs) == SIZES["validation"]
-    assert data.eval_pairs[0][0].endswith(".") and data.eval_pairs[0][1].startswith("the ")
+    assert data.input_features == 0 and data.default_metrics == (
+        "bleu",
+        "chrf",
+        "ter",
+        "exact_match",
+    )
+    assert len(data.eval_examples) == SIZES["validation"]
+    first = data.eval_examples[0]
+    assert first["inputs"].endswith(".") and first["targets"].startswith("the ")
     batch = next(data.train)
     assert batch["inputs"].shape[0] == config.data.batch_size
     assert batch["inputs"].shape[1] in data.buckets and batch["targets"].shape[1] in data.buckets
+    np.testing.assert_array_equal(batch["inputs_mask"], batch["inputs"] != PAD_ID)
     for row in batch["targets"]:  # every row ends with EOS, then padding
         real = row[row != PAD_ID]
         assert real[-1] == EOS_ID and np.all(row[len(real) :] == PAD_ID)
     text = data.tgt_vocab.decode(data.eval_batches[0]["targets"][0])
-    assert text == data.eval_pairs[int(data.eval_batches[0]["index"][0])][1]
+    assert text == data.eval_examples[int(data.eval_batches[0]["index"][0])]["targets"]
+    for eval_batch in data.eval_batches:
+        np.testing.assert_array_equal(eval_batch["inputs_mask"], eval_batch["inputs"] != PAD_ID)
 
 
 def test_tokenizers_are_reloaded_from_the_workdir(data_dir, tmp_path):
     config = toy_config(data_dir)
-    build_translation_data(config.data, 0, tmp_path, eval_batch_size=8)
+    toy_data(config, tmp_path)
     before = (tmp_path / "spm_shared.model").read_bytes()
-    again = build_translation_data(config.data, 0, tmp_path, eval_batch_size=8)
+    again = toy_data(config, tmp_path)
     assert (tmp_path / "spm_shared.model").read_bytes() == before
     assert again.src_vocab.encode("el gato come pan.")
 
 
 def test_packed_batches_carry_segments(data_dir, tmp_path):
     config = toy_config(data_dir, **{"data.pack_length": "32"})
-    batch = next(build_translation_data(config.data, 0, tmp_path, eval_batch_size=8).train)
-    assert batch["inputs"].shape == (config.data.batch_size, 32)
+    batch = next(toy_data(config, tmp_path).train)
+    assert batch["inputs"].shape == batch["inputs_mask"].shape == (config.data.batch_size, 32)
     assert batch["targets_segmentation"].max() >= 2  # several examples share a row
+    np.testing.assert_array_equal(batch["inputs_mask"], batch["inputs_segmentation"] > 0)
 
 
 def test_missing_dataset_says_how_to_prepare(tmp_path):
     config = toy_config(str(tmp_path / "empty"), **{"data.tfds_name": "ted_hrlr_translate/pt_to_en",
                                                     "data.src_lang": "pt"})  # fmt: skip
     with pytest.raises(DatasetNotPreparedError, match="ted_hrlr_translate"):
-        build_translation_data(config.data, 0, tmp_path, eval_batch_size=8)
+        toy_data(config, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +105,7 @@ def test_train_evaluate_and_decode_on_tfds(data_dir, tmp_path, family, overrides
 
 def test_resume_with_grain_iterator_is_bit_identical(data_dir, tmp_path, monkeypatch):
     import jax
-    from test_loop import _preempt_after, final_state
+    from test_train import _preempt_after, final_state
 
     from s2s_jax.run import train as loop
 

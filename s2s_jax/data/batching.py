@@ -1,9 +1,15 @@
 """Fixed-shape bucketed batches: deterministic, resumable training batches and exhaustive eval.
 
-A batch is a dict of numpy int32 arrays, ``{"inputs": [batch, src_len], "targets": [batch,
-tgt_len]}``, padded with PAD_ID. Every sequence ends with EOS; targets do not start with BOS (the
-model shifts them right itself). Source and target lengths are bucketed independently, so a
-step compiles at most ``len(buckets) ** 2`` times.
+Examples are encoded (`encode_examples`) and padded into batches of numpy arrays:
+
+    inputs       [batch, src_len] int32 ids, EOS last, PAD_ID after; or
+                 [batch, src_len, features] float32 frames (no EOS frame), 0.0 after
+    inputs_mask  [batch, src_len] bool, True on real source positions
+    targets      [batch, tgt_len] int32 ids, EOS last, PAD_ID after
+
+Targets do not start with BOS (the model shifts them right itself). Source lengths (tokens with
+EOS, or frames) and target lengths are bucketed independently, so a step compiles at most
+``len(buckets) ** 2`` times.
 """
 
 from __future__ import annotations
@@ -13,30 +19,76 @@ from typing import Any
 
 import numpy as np
 
+from s2s_jax.data.types import Batch, EncodedExample, Example
 from s2s_jax.data.vocab import EOS_ID, PAD_ID, Tokenizer
 
-Example = tuple[np.ndarray, np.ndarray]
-Batch = dict[str, np.ndarray]
 BucketKey = tuple[int, int]  # (source width, target width)
+# The shape of one source position: () for a token id, (features,) for a frame.
+SourceLayout = tuple[int, ...]
 
 _MULTIPLE = 4  # auto bucket boundaries are multiples of this, friendlier to tiled kernels
+_TOKENS: SourceLayout = ()
 
 
-def encode_pairs(
-    pairs: Sequence[tuple[str, str]], src_vocab: Tokenizer, tgt_vocab: Tokenizer
-) -> list[Example]:
-    """Encodes (source, target) strings and appends EOS to both.
+def encode_source(source: str | np.ndarray, vocab: Tokenizer | None) -> np.ndarray:
+    """Text -> `[len + 1]` int32 ids ending with EOS; float frames -> `[len, features]` float32.
+
+    Raises:
+      ValueError: for text without a source tokenizer, or frames that are not a non-empty
+        `[length, features]` float array.
+    """
+    if isinstance(source, str):
+        if vocab is None:
+            raise ValueError(
+                "A text source needs a source tokenizer, and this data has none: its sources "
+                "are float frames [length, features]."
+            )
+        return np.asarray([*vocab.encode(source), EOS_ID], dtype=np.int32)
+    frames = np.asarray(source)
+    if frames.ndim != 2 or not len(frames) or not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(
+            "A non-text source must be float frames [length >= 1, features], got "
+            f"{frames.dtype} of shape {frames.shape}."
+        )
+    return frames.astype(np.float32, copy=False)
+
+
+def encode_examples(
+    examples: Sequence[Example], src_vocab: Tokenizer | None, tgt_vocab: Tokenizer
+) -> list[EncodedExample]:
+    """Encodes examples for batching (see `encode_source`); targets get EOS appended.
+
+    Args:
+      examples: ``{"inputs": text or [len, features] float frames, "targets": text}``.
+      src_vocab: tokenizes text sources; None when every source is float frames.
+      tgt_vocab: tokenizes the targets.
 
     Returns:
-      One `([src_len], [tgt_len])` pair of int32 arrays per input pair, EOS last.
+      One `(source, [tgt_len] int32)` pair per example.
     """
     return [
         (
-            np.asarray([*src_vocab.encode(source), EOS_ID], dtype=np.int32),
-            np.asarray([*tgt_vocab.encode(target), EOS_ID], dtype=np.int32),
+            encode_source(example["inputs"], src_vocab),
+            np.asarray([*tgt_vocab.encode(example["targets"]), EOS_ID], dtype=np.int32),
         )
-        for source, target in pairs
+        for example in examples
     ]
+
+
+def source_layout(examples: Sequence[EncodedExample]) -> SourceLayout:
+    """The shape of a source position every example shares: () for ids (and for no examples).
+
+    Raises:
+      ValueError: if sources mix token ids and frames, or frames of different sizes.
+    """
+    layouts = {source.shape[1:] for source, _ in examples}
+    if len(layouts) > 1:
+        found = sorted(str(list(shape)) for shape in layouts)
+        raise ValueError(
+            f"Sources mix per-position shapes {found} ([] for token ids); a dataset's sources "
+            "must be all token ids or all float frames of one size."
+        )
+    return layouts.pop() if layouts else _TOKENS
 
 
 def auto_buckets(max_len: int, num: int = 3) -> tuple[int, ...]:
@@ -63,25 +115,30 @@ def _check_buckets(buckets: Sequence[int]) -> tuple[int, ...]:
     return bounds
 
 
-def _bucket_widths(lengths: np.ndarray, bounds: tuple[int, ...], side: str) -> np.ndarray:
+def _bucket_widths(
+    lengths: np.ndarray, bounds: tuple[int, ...], side: str, unit: str
+) -> np.ndarray:
     too_long = np.flatnonzero(lengths > bounds[-1])
     if too_long.size:
         worst = int(lengths[too_long].max())
         raise ValueError(
             f"{too_long.size} example(s) have a {side} longer than the largest bucket "
-            f"{bounds[-1]} (longest {side}: {worst} tokens with EOS, e.g. example "
+            f"{bounds[-1]} (longest {side}: {worst} {unit}, e.g. example "
             f"{int(too_long[0])}). Raise the largest bucket or filter out long examples."
         )
     return np.asarray(bounds)[np.searchsorted(bounds, lengths, side="left")]
 
 
-def _group(examples: Sequence[Example], buckets: Sequence[int]) -> dict[BucketKey, np.ndarray]:
+def _group(
+    examples: Sequence[EncodedExample], buckets: Sequence[int]
+) -> dict[BucketKey, np.ndarray]:
     """Example indices per (source width, target width), keys sorted, indices ascending."""
     bounds = _check_buckets(buckets)
     src_len = np.fromiter((len(s) for s, _ in examples), dtype=np.int64, count=len(examples))
     tgt_len = np.fromiter((len(t) for _, t in examples), dtype=np.int64, count=len(examples))
-    src_width = _bucket_widths(src_len, bounds, "source")
-    tgt_width = _bucket_widths(tgt_len, bounds, "target")
+    tokens = source_layout(examples) == _TOKENS
+    src_width = _bucket_widths(src_len, bounds, "source", "tokens with EOS" if tokens else "frames")
+    tgt_width = _bucket_widths(tgt_len, bounds, "target", "tokens with EOS")
     keys = sorted(set(zip(src_width.tolist(), tgt_width.tolist(), strict=True)))
     return {
         (s, t): np.flatnonzero((src_width == s) & (tgt_width == t)).astype(np.int64)
@@ -89,16 +146,33 @@ def _group(examples: Sequence[Example], buckets: Sequence[int]) -> dict[BucketKe
     }
 
 
-def _pad(examples: Sequence[Example], rows: np.ndarray, key: BucketKey) -> Batch:
-    """Stacks `examples[rows]` padded to `key`; a row index of -1 gives an all-PAD row."""
-    inputs = np.full((len(rows), key[0]), PAD_ID, dtype=np.int32)
+def _pad(
+    examples: Sequence[EncodedExample], rows: np.ndarray, key: BucketKey, layout: SourceLayout
+) -> Batch:
+    """Stacks `examples[rows]` padded to `key`; a row index of -1 gives an all-padding row."""
+    if layout == _TOKENS:
+        inputs = np.full((len(rows), key[0]), PAD_ID, dtype=np.int32)
+    else:
+        inputs = np.zeros((len(rows), key[0], *layout), dtype=np.float32)
+    inputs_mask = np.zeros((len(rows), key[0]), dtype=bool)
     targets = np.full((len(rows), key[1]), PAD_ID, dtype=np.int32)
     for r, i in enumerate(rows.tolist()):
         if i >= 0:
             source, target = examples[i]
             inputs[r, : len(source)] = source
+            inputs_mask[r, : len(source)] = True
             targets[r, : len(target)] = target
-    return {"inputs": inputs, "targets": targets}
+    return {"inputs": inputs, "inputs_mask": inputs_mask, "targets": targets}
+
+
+def pad_batch(examples: Sequence[EncodedExample], key: BucketKey) -> Batch:
+    """All `examples` as one batch padded to `key` = (source width, target width).
+
+    Returns:
+      ``{"inputs", "inputs_mask", "targets"}`` as in the module docstring.
+    """
+    rows = np.arange(len(examples))
+    return _pad(examples, rows, key, source_layout(examples))
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -126,7 +200,7 @@ class TrainBatches:
     Buckets holding fewer than `batch_size` examples are never used.
 
     Args:
-      examples: `([src_len], [tgt_len])` int32 pairs ending with EOS (see `encode_pairs`).
+      examples: encoded (source, target) pairs (see `encode_examples`).
       batch_size: rows per batch.
       buckets: strictly increasing boundaries, e.g. (8, 16, 24).
       seed: non-negative seed of the shuffles.
@@ -135,13 +209,13 @@ class TrainBatches:
         every process plans identically from the seed; positions (`get_state`) are global.
 
     Yields:
-      `{"inputs": [rows, src_width], "targets": [rows, tgt_width]}` int32, widths from
-      `buckets`; ``rows`` is `batch_size` unless `rows` selects fewer.
+      ``{"inputs", "inputs_mask", "targets"}`` (module docstring), `[rows, width, ...]` with
+      widths from `buckets`; ``rows`` is `batch_size` unless `rows` selects fewer.
     """
 
     def __init__(
         self,
-        examples: Sequence[Example],
+        examples: Sequence[EncodedExample],
         batch_size: int,
         buckets: Sequence[int],
         seed: int,
@@ -161,7 +235,8 @@ class TrainBatches:
                 f"{largest} of {len(examples)}). Use a smaller batch_size or more data."
             )
         # Padding every usable example once makes each batch a single gather.
-        self._padded = {key: _pad(examples, rows, key) for key, rows in full.items()}
+        layout = source_layout(examples)
+        self._padded = {key: _pad(examples, rows, key, layout) for key, rows in full.items()}
         self._batch_size = batch_size
         self._seed = seed
         self._batches_per_epoch = sum(len(rows) // batch_size for rows in full.values())
@@ -224,24 +299,24 @@ class TrainBatches:
 
 
 def eval_batches(
-    examples: Sequence[Example], batch_size: int, buckets: Sequence[int]
+    examples: Sequence[EncodedExample], batch_size: int, buckets: Sequence[int]
 ) -> list[Batch]:
     """Every example exactly once, in full batches, deterministically ordered.
 
     Batches are ordered by (source width, target width), and examples by position within a
-    bucket; each bucket's last batch is filled up with all-PAD rows.
+    bucket; each bucket's last batch is filled up with padding rows (mask all False).
 
     Returns:
-      Batches `{"inputs": [batch_size, src_width], "targets": [batch_size, tgt_width],
-      "index": [batch_size]}` int32, where "index" is the row's position in `examples`, -1 for
-      padding rows.
+      Batches ``{"inputs", "inputs_mask", "targets"}`` (module docstring) of `batch_size` rows
+      plus "index": `[batch_size]` int32, the row's position in `examples`, -1 for padding rows.
     """
     _check_batch_size(batch_size)
+    layout = source_layout(examples)
     batches = []
     for key, rows in _group(examples, buckets).items():
         for start in range(0, len(rows), batch_size):
             index = np.full(batch_size, -1, dtype=np.int32)
             chunk = rows[start : start + batch_size]
             index[: len(chunk)] = chunk
-            batches.append({**_pad(examples, index, key), "index": index})
+            batches.append({**_pad(examples, index, key, layout), "index": index})
     return batches

@@ -1,17 +1,18 @@
-"""Grain input pipelines over random-access (source, target) text: training stream and eval batches.
+"""Grain input pipelines over random-access examples: training stream and eval batches.
 
-Training: shuffle by seed (a new order every epoch) -> repeat -> tokenize (+EOS) -> drop pairs
-longer than `max_length` -> either bucket by length into fixed shapes or pack into fixed-length
-rows -> batches of numpy int32 arrays. With several processes, packing reads one shard of the
-source per process; bucketing has every process plan the same global batches and keep its own
-rows (see `make_train_iterator`). The returned iterator is a Grain `DatasetIterator`:
+Training: shuffle by seed (a new order every epoch) -> repeat -> encode (text: tokens + EOS;
+float frames as they are) -> drop examples longer than `max_length` -> either bucket by length
+into fixed shapes or pack into fixed-length rows (token sources only) -> batches of numpy
+arrays. With several processes, packing reads one shard of the source per process; bucketing
+has every process plan the same global batches and keep its own rows (see
+`make_train_iterator`). The returned iterator is a Grain `DatasetIterator`:
 `get_state()` is a small JSON-serialisable dict and `set_state()` resumes it so that it yields
 exactly the batches an uninterrupted iterator would.
 
-Batches (PAD_ID = 0 padding, every sequence ends with EOS, no BOS):
-  bucketed: {"inputs": [batch, src_width], "targets": [batch, tgt_width]}, widths from `buckets`
-  packed:   the six arrays of `s2s_jax.data.packing`, each [batch, pack_length]
-  eval:     {"inputs", "targets", "index"} as `s2s_jax.data.batching.eval_batches`
+Batches (PAD_ID = 0 padding, every token sequence ends with EOS, no BOS):
+  bucketed: {"inputs", "inputs_mask", "targets"} as `s2s_jax.data.batching`, widths from `buckets`
+  packed:   the arrays of `s2s_jax.data.packing.PACKED_KEYS`, each [batch, pack_length]
+  eval:     {"inputs", "inputs_mask", "targets", "index"} as `s2s_jax.data.batching.eval_batches`
 """
 
 from __future__ import annotations
@@ -23,28 +24,25 @@ from typing import Any
 import grain
 import numpy as np
 
-from s2s_jax.data.batching import auto_buckets, encode_pairs, eval_batches
+from s2s_jax.data.batching import auto_buckets, encode_examples, eval_batches, pad_batch
 from s2s_jax.data.packing import pack_dataset
-from s2s_jax.data.vocab import EOS_ID, PAD_ID, Tokenizer
+from s2s_jax.data.types import Batch, Example
+from s2s_jax.data.vocab import Tokenizer
 
-Batch = dict[str, np.ndarray]
-Element = dict[str, Any]  # {"inputs": [src_len], "targets": [tgt_len], "index": int}
+Element = dict[str, Any]  # {"inputs": [src_len] or [src_len, features], "targets", "index"}
+Tokenizers = tuple[Tokenizer | None, Tokenizer]  # (source: None for float frames, target)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Tokenize:
-    """Encodes one pair and records its index (bucketing re-reads examples by index on resume)."""
+class _Encode:
+    """Encodes one example and records its index (bucketing re-reads examples on resume)."""
 
-    src: Tokenizer
+    src: Tokenizer | None
     tgt: Tokenizer
 
-    def __call__(self, index: int, pair: tuple[str, str]) -> Element:
-        source, target = pair
-        return {
-            "inputs": np.asarray([*self.src.encode(source), EOS_ID], dtype=np.int32),
-            "targets": np.asarray([*self.tgt.encode(target), EOS_ID], dtype=np.int32),
-            "index": index,
-        }
+    def __call__(self, index: int, example: Example) -> Element:
+        [(source, target)] = encode_examples([example], self.src, self.tgt)
+        return {"inputs": source, "targets": target, "index": index}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,13 +143,7 @@ class _BucketBatchDataset(grain.IterDataset):
 
 
 def _pad_batch(elements: list[Element], key: tuple[int, int]) -> Batch:
-    batch = {}
-    for side, width in zip(("inputs", "targets"), key, strict=True):
-        array = np.full((len(elements), width), PAD_ID, dtype=np.int32)
-        for row, element in enumerate(elements):
-            array[row, : len(element[side])] = element[side]
-        batch[side] = array
-    return batch
+    return pad_batch([(e["inputs"], e["targets"]) for e in elements], key)
 
 
 def _check_train_args(
@@ -192,8 +184,8 @@ def _check_train_args(
 
 
 def train_dataset(
-    source: Sequence[tuple[str, str]],
-    tokenizers: tuple[Tokenizer, Tokenizer],
+    source: Sequence[Example],
+    tokenizers: Tokenizers,
     *,
     batch_size: int,
     max_length: int,
@@ -218,13 +210,13 @@ def train_dataset(
         grain.MapDataset.source(source)[shard]
         .shuffle(seed=seed)
         .repeat()  # infinite; the shuffle's order changes every epoch
-        .map_with_index(_Tokenize(*tokenizers))
+        .map_with_index(_Encode(*tokenizers))
         .filter(_FitsLength(max_length))
     )
     stream = grain.experimental.WithOptionsIterDataset(
         examples.to_iter_dataset(grain.ReadOptions(num_threads=read_threads)),
-        # Without this a source whose every pair is too long would loop forever; with it, Grain
-        # raises once 1000 consecutive pairs have all been filtered out.
+        # Without this a source whose every example is too long would loop forever; with it,
+        # Grain raises once 1000 consecutive examples have all been filtered out.
         grain.experimental.DatasetOptions(filter_raise_threshold_ratio=1.0),
     )
     if packing:
@@ -238,8 +230,8 @@ def train_dataset(
 
 
 def make_train_iterator(
-    source: Sequence[tuple[str, str]],
-    tokenizers: tuple[Tokenizer, Tokenizer],
+    source: Sequence[Example],
+    tokenizers: Tokenizers,
     *,
     batch_size: int,
     max_length: int,
@@ -253,14 +245,16 @@ def make_train_iterator(
     """An infinite, deterministic, checkpointable iterator over training batches.
 
     Args:
-      source: random-access (source_text, target_text) pairs, e.g. a `TranslationSource`.
-      tokenizers: (source tokenizer, target tokenizer).
+      source: random-access examples, e.g. a `TranslationSource`.
+      tokenizers: (source tokenizer, or None for float-frame sources; target tokenizer).
       batch_size: rows per batch (per process).
-      max_length: pairs whose source or target exceeds this many ids (EOS included) are dropped.
+      max_length: examples whose source or target is longer (ids with EOS, or frames) are
+        dropped.
       seed: shuffle seed in [0, 2**32); each epoch is a different permutation of it.
       buckets: bucket boundaries (strictly increasing, the largest >= max_length); batches are
         `[batch, bucket]` per side. Default: `auto_buckets(max_length)`.
-      pack_length: pack examples into rows of this length instead of bucketing.
+      pack_length: pack examples into rows of this length instead of bucketing (token-id
+        sources only).
       shard_index: this process's shard (`jax.process_index()`). Shards partition the data:
         with packing, shard k reads every `shard_count`-th example from k; with buckets,
         every process reads the whole stream, forms the same global batches of
@@ -293,8 +287,8 @@ def make_train_iterator(
 
 
 def make_eval_batches(
-    source: Sequence[tuple[str, str]],
-    tokenizers: tuple[Tokenizer, Tokenizer],
+    source: Sequence[Example],
+    tokenizers: Tokenizers,
     *,
     batch_size: int,
     buckets: Sequence[int] | None = None,
@@ -303,21 +297,21 @@ def make_eval_batches(
     """Every example of `source` exactly once, in fixed-shape batches, in a deterministic order.
 
     Args:
-      source: random-access (source_text, target_text) pairs.
-      tokenizers: (source tokenizer, target tokenizer).
-      batch_size: rows per batch; each bucket's last batch is filled with all-PAD rows.
+      source: random-access examples.
+      tokenizers: (source tokenizer, or None for float-frame sources; target tokenizer).
+      batch_size: rows per batch; each bucket's last batch is filled with padding rows.
       buckets: bucket boundaries; default: `auto_buckets` covering the longest example, so no
         example is ever dropped.
       max_examples: use only the first this many examples (0: all).
 
     Returns:
-      Batches `{"inputs": [batch, src_width], "targets": [batch, tgt_width], "index": [batch]}`
-      int32, where "index" is the row's position in `source` (-1 for padding rows).
+      Batches ``{"inputs", "inputs_mask", "targets", "index"}`` as `batching.eval_batches`,
+      where "index" is the row's position in `source` (-1 for padding rows).
     """
     count = min(len(source), max_examples) if max_examples else len(source)
     if count == 0:
         raise ValueError("make_eval_batches got an empty source.")
-    examples = encode_pairs([source[i] for i in range(count)], *tokenizers)
+    examples = encode_examples([source[i] for i in range(count)], *tokenizers)
     if buckets is None:
         buckets = auto_buckets(max(max(len(s), len(t)) for s, t in examples))
     return eval_batches(examples, batch_size, buckets)

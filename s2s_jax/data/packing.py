@@ -6,6 +6,9 @@ A packed batch holds, for each side ("inputs" and "targets"), ``[rows, length]``
     inputs_segmentation / targets_*  1, 2, 3, ... per example in the row, 0 on padding
     inputs_position / targets_*      0, 1, 2, ... restarting at each segment, 0 on padding
 
+and ``inputs_mask``, ``[rows, length]`` bool: ``inputs_segmentation > 0``, as every batch has.
+Packing takes token-id sources only (float frames are bucketed, see `data.batching`).
+
 Example k of a row occupies segment k on both sides, so its source and target stay paired and
 an example is never split across rows. Attention must not cross segments (model side) and the
 decoder input restarts with BOS at every segment (`shift_right_packed`).
@@ -20,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from s2s_jax.data.types import Batch, EncodedExample
 from s2s_jax.data.vocab import BOS_ID, PAD_ID
 
-Example = tuple[np.ndarray, np.ndarray]
-Batch = dict[str, np.ndarray]
 SIDES = ("inputs", "targets")
 PACKED_KEYS = (
     "inputs",
+    "inputs_mask",
     "targets",
     "inputs_segmentation",
     "targets_segmentation",
@@ -45,27 +48,32 @@ def _lengths(length: int | Sequence[int]) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def pack_examples(examples: Sequence[Example], length: int | Sequence[int]) -> Batch:
+def pack_examples(examples: Sequence[EncodedExample], length: int | Sequence[int]) -> Batch:
     """Packs examples first-fit into as few rows as that gives, keeping their order per row.
 
     Each example goes into the first row where both its source and its target still fit, or
     starts a new row. Rows keep segments in example order.
 
     Args:
-      examples: `([src_len], [tgt_len])` int32 pairs (EOS included, see `encode_pairs`).
+      examples: `([src_len], [tgt_len])` int32 pairs (EOS included, see `encode_examples`).
       length: row length for both sides, or an `(inputs, targets)` pair.
 
     Returns:
-      The packed arrays (see the module docstring), each `[rows, length]` int32.
+      The packed arrays (see the module docstring), each `[rows, length]`.
 
     Raises:
-      ValueError: if an example is empty or longer than its row.
+      ValueError: if an example is empty, longer than its row, or has a float-frame source.
     """
     src_len, tgt_len = _lengths(length)
     capacity = np.array([src_len, tgt_len])
     used = np.zeros((0, 2), dtype=np.int64)  # [rows, side] tokens placed so far
     placement = []  # (row, start offsets) per example
     for i, (source, target) in enumerate(examples):
+        if source.ndim != 1:
+            raise ValueError(
+                f"Example {i} has a source of shape {source.shape}: packing takes token ids "
+                "[length] only; bucket float frames instead (data.batching)."
+            )
         sizes = np.array([len(source), len(target)])
         if sizes.min() < 1 or np.any(sizes > capacity):
             raise ValueError(
@@ -82,7 +90,7 @@ def pack_examples(examples: Sequence[Example], length: int | Sequence[int]) -> B
 
 
 def _fill(
-    examples: Sequence[Example],
+    examples: Sequence[EncodedExample],
     placement: list[tuple[int, np.ndarray]],
     rows: int,
     lengths: tuple[int, int],
@@ -100,10 +108,11 @@ def _fill(
             batch[side][row, start:end] = tokens
             batch[f"{side}_segmentation"][row, start:end] = segments[row]
             batch[f"{side}_position"][row, start:end] = np.arange(len(tokens))
+    batch["inputs_mask"] = batch["inputs_segmentation"] > 0
     return batch
 
 
-def unpack(batch: Batch) -> list[Example]:
+def unpack(batch: Batch) -> list[EncodedExample]:
     """Inverts packing: the examples of every row, in (row, segment) order.
 
     Args:
@@ -150,12 +159,13 @@ def shift_right_packed(
 
 
 def _rename(element: dict[str, np.ndarray]) -> Batch:
-    """Grain's ``*_segment_ids`` / ``*_positions`` keys -> ``*_segmentation`` / ``*_position``."""
+    """Renames Grain's ``*_segment_ids`` / ``*_positions`` to ours and adds ``inputs_mask``."""
     out = {}
     for side in SIDES:
         out[side] = element[side]
         out[f"{side}_segmentation"] = element[f"{side}_segment_ids"]
         out[f"{side}_position"] = element[f"{side}_positions"]
+    out["inputs_mask"] = out["inputs_segmentation"] > 0
     return out
 
 
@@ -174,7 +184,8 @@ def pack_dataset(
       num_rows: rows packed together (e.g. the batch size).
 
     Returns:
-      An `IterDataset` of single packed rows (keys `PACKED_KEYS`, each `[length]` int32).
+      An `IterDataset` of single packed rows (keys `PACKED_KEYS`, each `[length]`, int32 but
+      the bool ``inputs_mask``).
     """
     src_len, tgt_len = _lengths(length)
     if num_rows < 1:

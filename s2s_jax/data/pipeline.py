@@ -2,50 +2,39 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
-from s2s_jax.data.batching import TrainBatches, auto_buckets, encode_pairs, eval_batches
-from s2s_jax.data.tasks import TaskConfig, make_splits, task_vocab
+from s2s_jax.data.batching import TrainBatches, auto_buckets, encode_examples, eval_batches
+from s2s_jax.data.config import DataConfig
+from s2s_jax.data.tasks import TaskConfig, get_task, make_splits, task_vocab
 from s2s_jax.data.translation import build_translation_data
-from s2s_jax.data.vocab import CharVocab
+from s2s_jax.data.types import Data, EncodedExample
+
+# Synthetic targets are exact strings: whole-sequence accuracy, overall and by source length.
+TASK_METRICS = ("exact_match", "exact_match_by_length")
 
 
-@dataclasses.dataclass
-class Data:
-    src_vocab: CharVocab
-    tgt_vocab: CharVocab
-    train: TrainBatches  # infinite, checkpointable iterator of {inputs, targets}
-    eval_pairs: list[tuple[str, str]]  # (source, reference) strings of the held-out split
-    eval_batches: list[dict]  # fixed-shape batches over eval_pairs, with "index" rows
-    buckets: tuple[int, ...]
-
-
-def task_config(data: Mapping[str, Any], seed: int) -> TaskConfig:
+def task_config(data: DataConfig, seed: int) -> TaskConfig:
     return TaskConfig(
-        task=data["task"],
-        min_length=data["min_length"],
-        max_length=data["max_length"],
-        num_train=data["num_train"],
-        num_eval=data["num_eval"],
+        task=data.task,
+        min_length=data.min_length,
+        max_length=data.max_length,
+        num_train=data.num_train,
+        num_eval=data.num_eval,
         seed=seed,
+        noise_std=data.noise_std,
     )
 
 
-def buckets_for(data: Mapping[str, Any], pairs: list[tuple[str, str]]) -> tuple[int, ...]:
-    """The configured buckets, or ones covering the longest example (+1 for EOS)."""
-    if data["buckets"]:
-        return tuple(sorted(int(b) for b in data["buckets"]))
-    longest = max(max(len(s), len(t)) for s, t in pairs) + 1
-    return auto_buckets(longest)
-
-
-SOURCES = ("task", "tfds")
+def buckets_for(data: DataConfig, examples: Sequence[EncodedExample]) -> tuple[int, ...]:
+    """The configured buckets, or ones covering the longest encoded source or target."""
+    if data.buckets:
+        return data.buckets
+    return auto_buckets(max(max(len(s), len(t)) for s, t in examples))
 
 
 def build_data(
-    data: Mapping[str, Any],
+    data: DataConfig,
     seed: int,
     *,
     eval_batch_size: int,
@@ -57,7 +46,7 @@ def build_data(
     """The run's data: a synthetic task (``data.source="task"``) or a TFDS dataset ("tfds").
 
     Args:
-      data: the ``data`` section of the run config.
+      data: the run config's ``data`` section, as ``DataConfig.from_section(config.data)``.
       seed: the run seed; the task split and the shuffling derive from it.
       eval_batch_size: rows per eval batch.
       max_eval: evaluate on at most this many held-out examples (0: all).
@@ -66,26 +55,29 @@ def build_data(
       workdir: the run directory (TFDS sources keep their SentencePiece models there).
       eval_split: TFDS sources: evaluate this split instead of ``data.eval_split``.
     """
-    if data["source"] not in SOURCES:
-        raise ValueError(f"Unknown data.source {data['source']!r}; valid: {', '.join(SOURCES)}.")
-    if data["source"] == "tfds":
+    if data.source == "tfds":
         if workdir is None:
             raise ValueError("data.source=tfds needs a workdir to keep its SentencePiece models.")
         return build_translation_data(
             data, seed, workdir, eval_batch_size=eval_batch_size, max_eval=max_eval,
             eval_split=eval_split, process_rows=process_rows,
         )  # fmt: skip
-    train_pairs, eval_pairs = make_splits(task_config(data, seed))
+    train_examples, eval_examples = make_splits(task_config(data, seed))
     if max_eval:
-        eval_pairs = eval_pairs[:max_eval]
-    vocab = task_vocab(data["task"])
-    buckets = buckets_for(data, train_pairs + eval_pairs)
-    train = TrainBatches(
-        encode_pairs(train_pairs, vocab, vocab),
-        data["batch_size"],
-        buckets,
-        seed=seed,
-        rows=process_rows,
+        eval_examples = eval_examples[:max_eval]
+    task = get_task(data.task)
+    tgt_vocab = task_vocab(data.task)
+    src_vocab = None if task.input_features else tgt_vocab
+    train_encoded = encode_examples(train_examples, src_vocab, tgt_vocab)
+    eval_encoded = encode_examples(eval_examples, src_vocab, tgt_vocab)
+    buckets = buckets_for(data, train_encoded + eval_encoded)
+    return Data(
+        src_vocab=src_vocab,
+        tgt_vocab=tgt_vocab,
+        train=TrainBatches(train_encoded, data.batch_size, buckets, seed=seed, rows=process_rows),
+        eval_examples=eval_examples,
+        eval_batches=eval_batches(eval_encoded, eval_batch_size, buckets),
+        buckets=buckets,
+        default_metrics=TASK_METRICS,
+        input_features=task.input_features,
     )
-    batches = eval_batches(encode_pairs(eval_pairs, vocab, vocab), eval_batch_size, buckets)
-    return Data(vocab, vocab, train, eval_pairs, batches, buckets)

@@ -1,4 +1,4 @@
-"""Random-access (source, target) text pairs from any TFDS translation dataset, without TensorFlow.
+"""Random-access text examples from any TFDS translation dataset, without TensorFlow.
 
 TFDS datasets prepared in the array_record format are read through ``tfds.data_source``: a
 picklable, random-access sequence that Grain indexes directly. Nothing is downloaded unless
@@ -14,6 +14,8 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
+from s2s_jax.data.types import Example
+
 # Legacy TFDS builders (wmt*, ted_multi, ...) register themselves on import; importing the
 # whole catalogue stops at the first module that needs TensorFlow, so import this one directly.
 _CATALOGUE_MODULES = ("tensorflow_datasets.translate",)
@@ -23,8 +25,8 @@ class DatasetNotPreparedError(ValueError):
     """Raised when a TFDS dataset is unknown, unprepared, or in a non-random-access format."""
 
 
-class TranslationSource(Sequence[tuple[str, str]]):
-    """`source[i] -> (src_text, tgt_text)`; a Grain-compatible random-access data source.
+class TranslationSource(Sequence[Example]):
+    """`source[i] -> {"inputs": src_text, "targets": tgt_text}`; a Grain random-access source.
 
     Args:
       records: a TFDS data source whose items are feature dicts (str or UTF-8 bytes values).
@@ -40,23 +42,23 @@ class TranslationSource(Sequence[tuple[str, str]]):
     def __len__(self) -> int:
         return len(self._records)
 
-    def __getitem__(self, index: int) -> tuple[str, str]:  # type: ignore[override]
+    def __getitem__(self, index: int) -> Example:  # type: ignore[override]
         if not isinstance(index, int) and not hasattr(index, "__index__"):
             raise TypeError(f"TranslationSource takes integer indices, got {index!r}.")
         index = int(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"Index {index} is out of range for {len(self)} examples.")
-        return self._pair(self._records[index % len(self)])
+        return self._example(self._records[index % len(self)])
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[str, str]]:
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
         # Grain reads a batch of indices at once; array_record serves them in one call.
         read_many = getattr(self._records, "__getitems__", None)
         indices = [int(i) for i in indices]
         records = read_many(indices) if read_many else [self._records[i] for i in indices]
-        return [self._pair(r) for r in records]
+        return [self._example(r) for r in records]
 
-    def _pair(self, record: dict[str, Any]) -> tuple[str, str]:
-        return _text(record[self.src_lang]), _text(record[self.tgt_lang])
+    def _example(self, record: dict[str, Any]) -> Example:
+        return {"inputs": _text(record[self.src_lang]), "targets": _text(record[self.tgt_lang])}
 
     def __repr__(self) -> str:
         return f"TranslationSource({self.src_lang}->{self.tgt_lang}, {len(self)} examples)"
@@ -143,7 +145,7 @@ def translation_source(
     tgt_lang: str,
     download: bool = False,
 ) -> TranslationSource:
-    """Opens one split of a TFDS translation dataset as random-access (source, target) pairs.
+    """Opens one split of a TFDS translation dataset as random-access text examples.
 
     Args:
       name: TFDS name with config, e.g. "wmt14_translate/de-en" (features "de", "en") or
@@ -156,7 +158,8 @@ def translation_source(
       download: download and prepare the dataset (array_record) when it is not there yet.
 
     Returns:
-      A `TranslationSource`: ``len()`` examples, ``source[i] -> (src_text, tgt_text)`` as str.
+      A `TranslationSource`: ``len()`` examples, ``source[i] -> {"inputs": src_text,
+      "targets": tgt_text}`` as str.
 
     Raises:
       DatasetNotPreparedError: if the dataset is unknown, not prepared in `data_dir` (the

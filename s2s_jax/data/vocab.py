@@ -10,7 +10,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -26,8 +26,13 @@ UNK_TEXT = "?"
 _KIND = "char"
 
 
+@runtime_checkable
 class Tokenizer(Protocol):
-    """What the data pipeline and evaluation need from any tokenizer (chars or SentencePiece)."""
+    """What the data pipeline and evaluation need from any tokenizer (chars or SentencePiece).
+
+    `CharVocab` and `SentencePieceTokenizer` both satisfy it. Ids 0..3 are always PAD, BOS, EOS
+    and UNK; ``isinstance(x, Tokenizer)`` checks that the members exist, not their signatures.
+    """
 
     @property
     def size(self) -> int:

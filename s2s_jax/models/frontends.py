@@ -26,9 +26,7 @@ def token_embedding(
             "vocabulary (non-token inputs?); use the encoder input 'features' for float frames."
         )
     init = nn.with_logical_partitioning(nn.initializers.normal(init_std), ("vocab", "embed"))
-    return nn.Embed(
-        vocab_size, features, embedding_init=init, dtype=dtype, param_dtype=param_dtype
-    )
+    return nn.Embed(vocab_size, features, embedding_init=init, dtype=dtype, param_dtype=param_dtype)
 
 
 class FeatureProjection(nn.Module):

@@ -38,7 +38,6 @@ Array = jax.Array
 NEG_INF = -1e9
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Activation:
     """An MLP nonlinearity; gated ones multiply it with a second input projection (GLU)."""

@@ -15,7 +15,9 @@ import optax
 from jax.sharding import Mesh
 
 from s2s_jax.config import MODEL_PARTS, ConfigError, base_config, flat_keys, model_part, to_dict
-from s2s_jax.data.pipeline import Data, build_data
+from s2s_jax.data.config import DataConfig
+from s2s_jax.data.pipeline import build_data
+from s2s_jax.data.types import Data
 from s2s_jax.decoding.generate import DecodeConfig
 from s2s_jax.models.registry import build_model, describe
 from s2s_jax.parallel import sharding
@@ -103,8 +105,12 @@ def build(
         batch_size = config.data.batch_size
         sharding.check_batch_size(batch_size, mesh, config.parallel.grad_accum_steps)
         rows = sharding.process_rows(sharding.batch_sharding(mesh), batch_size)
+    try:
+        data_config = DataConfig.from_section(config.data)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     data = build_data(
-        config.data,
+        data_config,
         config.seed,
         eval_batch_size=config.eval.batch_size,
         max_eval=config.eval.max_examples,
@@ -113,9 +119,10 @@ def build(
         eval_split=eval_split,
     )
     src_size = 0 if data.src_vocab is None else data.src_vocab.size
-    features = getattr(data, "input_features", 0)
     try:
-        model, model_config = build_model(config.model, src_size, data.tgt_vocab.size, features)
+        model, model_config = build_model(
+            config.model, src_size, data.tgt_vocab.size, data.input_features
+        )
     except ValueError as e:
         raise ConfigError(str(e)) from e
     tx, schedule = make_optimizer(OptimizerConfig.from_section(config.train))

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from s2s_jax.checkpointing import Checkpointer
-from s2s_jax.data.batching import encode_pairs, eval_batches
+from s2s_jax.data.batching import encode_examples, eval_batches
 from s2s_jax.data.vocab import VocabError
 from s2s_jax.decoding.generate import decoder
 from s2s_jax.evaluation.evaluate import EvalResult, evaluate, format_by_length
@@ -73,7 +73,7 @@ def evaluate_workdir(
     result = evaluate(
         params,
         c.data.eval_batches,
-        c.data.eval_pairs,
+        c.data.eval_examples,
         eval_step=jit_eval_step(c.model),
         decode=decoder(c.model, params, c.decode_config),  # decoding layout made once
         tgt_vocab=c.data.tgt_vocab,
@@ -107,6 +107,8 @@ class Translator:
     def validate(self, lines: Sequence[str]) -> None:
         """Raises ValueError listing every bad line (empty, unknown characters, too long)."""
         vocab = self.components.data.src_vocab
+        if vocab is None:
+            raise ValueError("bad input: this model reads float frames, not text lines")
         problems = [] if lines else ["no input lines"]
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -129,10 +131,10 @@ class Translator:
         """Returns, per line, the n-best ``(text, score)`` list (best first)."""
         self.validate(lines)
         c = self.components
-        pairs = [(line, "") for line in lines]
-        examples = encode_pairs(pairs, c.data.src_vocab, c.data.tgt_vocab)
+        examples = [{"inputs": line, "targets": ""} for line in lines]
+        encoded = encode_examples(examples, c.data.src_vocab, c.data.tgt_vocab)
         out: list[list[tuple[str, float]]] = [[] for _ in lines]
-        for batch in eval_batches(examples, DECODE_BATCH, c.data.buckets):
+        for batch in eval_batches(encoded, DECODE_BATCH, c.data.buckets):
             result = self._decode(batch["inputs"], batch["inputs_mask"])
             sequences, scores = np.asarray(result.sequences), np.asarray(result.scores)
             for row, index in enumerate(np.asarray(batch["index"])):

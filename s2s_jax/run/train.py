@@ -61,8 +61,8 @@ def restore_or_init(c: Components, ckpt: Checkpointer) -> TrainState:
 def make_eval_fns(c: Components) -> tuple:
     """``(eval_step, decoder)`` for `evaluate`: jitted on ``c.mesh``, fed host batches.
 
-    ``decoder(params)`` returns ``decode(inputs, inputs_mask)`` bound to ``params``: it puts them in the model's
-    decoding layout once per evaluation (a scanned Transformer's layers unstacked, their shardings
+    ``decoder(params)`` returns ``decode(inputs, inputs_mask)`` bound to ``params``: it puts them
+    in the model's decoding layout once per evaluation (a scanned Transformer's layers unstacked, their shardings
     carried over by the slicing), not once per eval batch. Every process holds the whole eval
     split; batches go onto the mesh row-sharded when they split evenly, and results come back
     replicated so every process can read them.
@@ -95,7 +95,7 @@ def run_evaluation(c: Components, params: Any, eval_step, decoder) -> EvalResult
     return evaluate(
         params,
         c.data.eval_batches,
-        c.data.eval_pairs,
+        c.data.eval_examples,
         eval_step=eval_step,
         decode=decoder(params),
         tgt_vocab=c.data.tgt_vocab,
@@ -175,8 +175,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         if multihost.is_main_process():
             write_run_info(workdir, to_dict(config))
         _log(
-            f"{config.name}: {c.model_config.__class__.__name__} with "
-            f"{param_count(state.params):,} params; {len(c.data.eval_pairs)} eval examples; "
+            f"{config.name}: {c.model_config.encoder_type} encoder, "
+            f"{c.model_config.decoder_type} decoder, "
+            f"{param_count(state.params):,} params; {len(c.data.eval_examples)} eval examples; "
             f"buckets {c.data.buckets}; mesh {dict(mesh.shape)} over {jax.process_count()} "
             f"process(es); workdir {workdir}"
         )
@@ -290,4 +291,4 @@ def _finish(workdir: Path, c: Components, result: EvalResult) -> None:
     (workdir / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
     (workdir / "hypotheses.txt").write_text("\n".join(result.hypotheses) + "\n")
     n = c.config.eval.num_show
-    _log(f"Examples (held-out):\n{format_examples(c.data.eval_pairs, result.hypotheses, n)}")
+    _log(f"Examples (held-out):\n{format_examples(c.data.eval_examples, result.hypotheses, n)}")

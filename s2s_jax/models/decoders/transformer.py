@@ -207,9 +207,7 @@ class TransformerDecoder(Stack):
         index, layer_caches = cache["index"], cache["layers"]
         slots = jnp.arange(layer_caches[0].slots)[None]
         causal = slots[:, None, :] <= index[:, :, None]  # [batch, beam, slots]
-        self_bias, cross_bias = self._biases(
-            (index, slots), (causal, memory["mask"][:, None, :])
-        )
+        self_bias, cross_bias = self._biases((index, slots), (causal, memory["mask"][:, None, :]))
         y = self._prepare(self._embed(ids), index, True)
         new_caches = []
         for i, layer_cache in enumerate(layer_caches):
