@@ -62,8 +62,8 @@ def make_eval_fns(c: Components) -> tuple:
     """``(eval_step, decoder)`` for `evaluate`: jitted on ``c.mesh``, fed host batches.
 
     ``decoder(params)`` returns ``decode(inputs, inputs_mask)`` bound to ``params``: it puts them
-    in the model's decoding layout once per evaluation (a scanned Transformer's layers unstacked, their shardings
-    carried over by the slicing), not once per eval batch. Every process holds the whole eval
+    in the model's decoding layout once per evaluation (a scanned Transformer's layers unstacked,
+    their shardings carried over by the slicing), not once per eval batch. Every process holds the whole eval
     split; batches go onto the mesh row-sharded when they split evenly, and results come back
     replicated so every process can read them.
     """
