@@ -63,9 +63,9 @@ def make_eval_fns(c: Components) -> tuple:
 
     ``decoder(params)`` returns ``decode(inputs, inputs_mask)`` bound to ``params``: it puts them
     in the model's decoding layout once per evaluation (a scanned Transformer's layers unstacked,
-    their shardings carried over by the slicing), not once per eval batch. Every process holds the whole eval
-    split; batches go onto the mesh row-sharded when they split evenly, and results come back
-    replicated so every process can read them.
+    their shardings carried over by the slicing), not once per eval batch. Every process holds
+    the whole eval split; batches go onto the mesh row-sharded when they split evenly, and
+    results come back replicated so every process can read them.
     """
     shardings = c.shardings
     eval_step = jit_eval_step(c.model, shardings)
