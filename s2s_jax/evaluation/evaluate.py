@@ -31,7 +31,7 @@ def length_bins(lengths: Sequence[int], num_bins: int = 4) -> list[tuple[int, in
 def exact_match_by_length(
     sources: Sequence[str], correct: Sequence[bool], num_bins: int = 4
 ) -> dict[str, tuple[float, int]]:
-    lengths = [len(s) for s in sources]
+    lengths = [len(s) for s in sources]  # characters of text, frames of float arrays
     out = {}
     for a, b in length_bins(lengths, num_bins):
         hits = [c for n, c in zip(lengths, correct, strict=True) if a <= n <= b]
@@ -62,15 +62,16 @@ def evaluate(
     totals = {"loss_sum": 0.0, "correct": 0.0, "tokens": 0.0}
     hypotheses = [""] * len(pairs)
     for batch in batches:
-        model_batch = {"inputs": batch["inputs"], "targets": batch["targets"]}
+        model_batch = {k: batch[k] for k in ("inputs", "inputs_mask", "targets")}
         for k, v in eval_step(params, model_batch).items():
             totals[k] += float(v)
-        sequences = np.asarray(decode(batch["inputs"]).sequences)[:, 0]
+        sequences = np.asarray(decode(batch["inputs"], batch["inputs_mask"]).sequences)[:, 0]
         for row, index in enumerate(np.asarray(batch["index"])):
             if index >= 0:
                 hypotheses[index] = tgt_vocab.decode(sequences[row])
-    correct = [h == ref for h, (_, ref) in zip(hypotheses, pairs, strict=True)]
-    by_length = exact_match_by_length([s for s, _ in pairs], correct)
+    sources, references = _sources_and_references(pairs)
+    correct = [h == ref for h, ref in zip(hypotheses, references, strict=True)]
+    by_length = exact_match_by_length(sources, correct)
     metrics = {
         "loss": totals["loss_sum"] / max(totals["tokens"], 1.0),
         "token_accuracy": totals["correct"] / max(totals["tokens"], 1.0),
@@ -79,16 +80,26 @@ def evaluate(
     metrics.update({f"exact_match/len_{k}": v for k, (v, _) in by_length.items()})
     signatures = {}
     if text_metrics:
-        scores = corpus_scores(hypotheses, [ref for _, ref in pairs])
+        scores = corpus_scores(hypotheses, references)
         metrics.update({k: scores[k] for k in ("bleu", "chrf", "ter")})
         signatures = {k: v for k, v in scores.items() if k.endswith("_signature")}
     return EvalResult(metrics, hypotheses, by_length, signatures)
 
 
+def _sources_and_references(examples) -> tuple[list, list[str]]:
+    """(sources, references) of example dicts or of (source, reference) pairs."""
+    if examples and isinstance(examples[0], dict):
+        return [e["inputs"] for e in examples], [e["targets"] for e in examples]
+    return [s for s, _ in examples], [r for _, r in examples]
+
+
 def format_examples(pairs: Sequence[tuple[str, str]], hypotheses: Sequence[str], n: int) -> str:
     """A small table of source / reference / hypothesis for the first ``n`` examples."""
     lines = []
-    for (src, ref), hyp in list(zip(pairs, hypotheses, strict=True))[:n]:
+    sources, references = _sources_and_references(pairs)
+    for src, ref, hyp in list(zip(sources, references, hypotheses, strict=True))[:n]:
+        if not isinstance(src, str):
+            src = f"<{len(src)} frames>"
         mark = "ok " if hyp == ref else "ERR"
         lines.append(f"  [{mark}] src: {src}\n        ref: {ref}\n        hyp: {hyp}")
     return "\n".join(lines)
