@@ -1,7 +1,8 @@
 """Packed batches through the models: a packed example behaves exactly as the example alone.
 
-Covers the packing arguments of ``s2s_jax.models`` (segment ids and positions): the Transformer
-against its own unpacked path, and the RNN family's refusal.
+Covers the packing arguments of ``s2s_jax.models`` (segment ids and positions): a Transformer
+encoder-decoder pair against its own unpacked path, and the refusal of every pair with a
+recurrent part.
 """
 
 import functools
@@ -11,12 +12,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from model_builders import rnn_config, source_mask, transformer_config
 
 from s2s_jax.data.packing import pack_examples, shift_right_packed
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from s2s_jax.models.positions import segment_positions
-from s2s_jax.models.rnn_seq2seq import RNNConfig, RNNSeq2Seq
-from s2s_jax.models.transformer import Transformer, TransformerConfig
+from s2s_jax.models.registry import check_pair, pair
+from s2s_jax.models.seq2seq import Seq2SeqConfig
 from s2s_jax.training.losses import cross_entropy, shift_right
 
 VOCAB = 23
@@ -57,7 +59,12 @@ def _unpacked(examples) -> dict[str, jax.Array]:
     pad = lambda x, n: np.pad(x, (0, n - len(x)), constant_values=PAD_ID)
     inputs = jnp.asarray(np.stack([pad(s, src_len) for s, _ in examples]))
     targets = jnp.asarray(np.stack([pad(t, tgt_len) for _, t in examples]))
-    return {"inputs": inputs, "targets": targets, "decoder_inputs": shift_right(targets, BOS_ID)}
+    return {
+        "inputs": inputs,
+        "inputs_mask": source_mask(inputs),
+        "targets": targets,
+        "decoder_inputs": shift_right(targets, BOS_ID),
+    }
 
 
 def _packed(examples) -> dict[str, jax.Array]:
@@ -66,10 +73,10 @@ def _packed(examples) -> dict[str, jax.Array]:
     return batch
 
 
-def _config(position: str, pre_norm: bool = True, **overrides) -> TransformerConfig:
-    return TransformerConfig(
-        src_vocab_size=VOCAB,
-        tgt_vocab_size=VOCAB,
+def _config(position: str, pre_norm: bool = True, **overrides) -> Seq2SeqConfig:
+    return transformer_config(
+        VOCAB,
+        VOCAB,
         d_model=16,
         num_heads=2,
         mlp_dim=32,
@@ -84,11 +91,12 @@ def _config(position: str, pre_norm: bool = True, **overrides) -> TransformerCon
 
 
 @functools.cache
-def _params(cfg: TransformerConfig):
+def _params(cfg: Seq2SeqConfig):
     """Random parameters with init's tree (tracing init, no compile); random norm scales and
     biases make every term matter."""
-    init = functools.partial(Transformer(cfg).init, train=False)
-    shapes = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0), *_unpacked_shapes()))
+    inputs, mask, decoder_inputs = _unpacked_shapes()
+    init = functools.partial(pair(cfg).init, inputs_mask=mask, train=False)
+    shapes = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0), inputs, decoder_inputs))
     rng = np.random.default_rng(0)
 
     def fill(path, leaf):
@@ -100,7 +108,7 @@ def _params(cfg: TransformerConfig):
 
 def _unpacked_shapes():
     batch = _unpacked(_examples())
-    return batch["inputs"], batch["decoder_inputs"]
+    return batch["inputs"], batch["inputs_mask"], batch["decoder_inputs"]
 
 
 def _packing_kwargs(batch) -> dict[str, jax.Array]:
@@ -109,13 +117,14 @@ def _packing_kwargs(batch) -> dict[str, jax.Array]:
 
 
 @functools.cache
-def _forward(cfg: TransformerConfig):
+def _forward(cfg: Seq2SeqConfig):
     """Jitted eval forward, returning logits and the last layer's cross-attention."""
-    model = Transformer(cfg)
+    model = pair(cfg)
 
-    def run(m, inputs, decoder_inputs, **packing):
+    def run(m, inputs, inputs_mask, decoder_inputs, **packing):
         encoded = m.encode(
             inputs,
+            inputs_mask,
             train=False,
             **{k: v for k, v in packing.items() if k.startswith("inputs")},
         )
@@ -131,7 +140,7 @@ def _forward(cfg: TransformerConfig):
 
 
 def _run(cfg, batch):
-    args = {"inputs": batch["inputs"], "decoder_inputs": batch["decoder_inputs"]}
+    args = {k: batch[k] for k in ("inputs", "inputs_mask", "decoder_inputs")}
     return _forward(cfg)(_params(cfg), {**args, **_packing_kwargs(batch)})
 
 
@@ -213,10 +222,10 @@ def test_packed_gradients_match_unpacked():
     # One layer per stack and unrolled: the cheapest backward pass to compile; the masks and
     # positions it checks are the same in every layer.
     cfg = _config("t5_relative", encoder_layers=1, decoder_layers=1, scan_layers=False)
-    model = Transformer(cfg)
+    model = pair(cfg)
 
     def loss(params, batch):
-        kwargs = _packing_kwargs(batch)
+        kwargs = _packing_kwargs(batch) | {"inputs_mask": batch["inputs_mask"]}
         logits = model.apply(params, batch["inputs"], batch["decoder_inputs"], train=True, **kwargs)
         return cross_entropy(logits, batch["targets"])[0]
 
@@ -242,13 +251,14 @@ def _trace(model, *args, method=None, **kwargs):
 
 def test_segmentation_on_one_side_only_is_rejected():
     cfg = _config("sinusoidal")
-    model = Transformer(cfg)
+    model = pair(cfg)
     packed = _packed(_examples())
     with pytest.raises(ValueError, match="both segmentations"):
         _trace(
             model,
             packed["inputs"],
             packed["decoder_inputs"],
+            inputs_mask=packed["inputs_mask"],
             train=False,
             targets_segmentation=packed["targets_segmentation"],
         )
@@ -257,18 +267,20 @@ def test_segmentation_on_one_side_only_is_rejected():
             model,
             packed["inputs"],
             packed["decoder_inputs"],
+            inputs_mask=packed["inputs_mask"],
             train=False,
             inputs_segmentation=packed["inputs_segmentation"],
         )
 
 
 def test_mismatched_packing_shapes_are_rejected():
-    model = Transformer(_config("rope"))
+    model = pair(_config("rope"))
     packed = _packed(_examples())
     with pytest.raises(ValueError, match=r"inputs_position has shape \(2, 8\)"):
         _trace(
             model,
             packed["inputs"],
+            packed["inputs_mask"],
             train=False,
             method=model.encode,
             inputs_segmentation=packed["inputs_segmentation"],
@@ -277,12 +289,15 @@ def test_mismatched_packing_shapes_are_rejected():
 
 
 def test_step_decoding_rejects_a_packed_source():
-    model = Transformer(_config("sinusoidal"))
+    model = pair(_config("sinusoidal"))
     packed = _packed(_examples())
 
     def start(m):
         encoded = m.encode(
-            packed["inputs"], train=False, inputs_segmentation=packed["inputs_segmentation"]
+            packed["inputs"],
+            packed["inputs_mask"],
+            train=False,
+            inputs_segmentation=packed["inputs_segmentation"],
         )
         return m.init_decode(encoded, 4)
 
@@ -290,19 +305,61 @@ def test_step_decoding_rejects_a_packed_source():
         _trace(model, method=start)
 
 
-@pytest.mark.parametrize(
-    "packing",
-    [
-        ("inputs_segmentation", "targets_segmentation"),
-        ("targets_segmentation",),
-        ("inputs_position",),
-    ],
-)
-def test_rnn_models_refuse_packing(packing):
-    cfg = RNNConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, embed_dim=8, hidden_size=8)
+def _with_recurrent_parts(encoder: str, decoder: str) -> Seq2SeqConfig:
+    """A pair whose ``encoder`` / ``decoder`` sides are the recurrent or Transformer part."""
+    rnn = rnn_config(VOCAB, VOCAB, embed_dim=16, hidden_size=16, attention="bahdanau")
+    transformer = _config("rope")
+    parts = {"rnn": rnn, "transformer": transformer}
+    config = Seq2SeqConfig(
+        encoder, decoder, parts[encoder].encoder, parts[decoder].decoder, share_embeddings=False
+    )
+    check_pair(config)
+    return config
+
+
+# (encoder, decoder, packing arrays given, the part that refuses: the first array's side, or
+# the recurrent decoder for a source a Transformer encoder packed).
+REFUSALS = [
+    ("rnn", "rnn", ("inputs_segmentation", "targets_segmentation"), "RecurrentEncoder"),
+    ("rnn", "rnn", ("targets_segmentation",), "RecurrentDecoder"),
+    ("rnn", "rnn", ("inputs_position",), "RecurrentEncoder"),
+    ("rnn", "transformer", ("inputs_segmentation", "targets_segmentation"), "RecurrentEncoder"),
+    ("transformer", "rnn", ("inputs_segmentation", "targets_segmentation"), "RecurrentDecoder"),
+    ("transformer", "rnn", ("inputs_segmentation",), "RecurrentDecoder"),
+]
+
+
+@pytest.mark.parametrize("encoder, decoder, packing, refusing", REFUSALS)
+def test_recurrent_parts_refuse_packing(encoder, decoder, packing, refusing):
+    model = pair(_with_recurrent_parts(encoder, decoder))
     packed = _packed(_examples())
     kwargs = {name: packed[name] for name in packing}
-    with pytest.raises(ValueError, match="Transformer family only") as error:
-        _trace(RNNSeq2Seq(cfg), packed["inputs"], packed["decoder_inputs"], train=False, **kwargs)
+    with pytest.raises(ValueError, match="packing needs Transformer encoder and decoder") as error:
+        _trace(
+            model,
+            packed["inputs"],
+            packed["decoder_inputs"],
+            inputs_mask=packed["inputs_mask"],
+            train=False,
+            **kwargs,
+        )
     assert "data.pack_length=0" in str(error.value)
     assert packing[0] in str(error.value)
+    assert str(error.value).startswith(refusing)
+
+
+def test_recurrent_decoder_refuses_a_packed_source_for_step_decoding():
+    model = pair(_with_recurrent_parts("transformer", "rnn"))
+    packed = _packed(_examples())
+
+    def start(m):
+        encoded = m.encode(
+            packed["inputs"],
+            packed["inputs_mask"],
+            train=False,
+            inputs_segmentation=packed["inputs_segmentation"],
+        )
+        return m.init_decode(encoded, 4)
+
+    with pytest.raises(ValueError, match="RecurrentDecoder got inputs_segmentation"):
+        _trace(model, method=start)

@@ -1,4 +1,4 @@
-"""Tests for s2s_jax.models.transformer_layers."""
+"""Tests for s2s_jax.models.transformer_layers and the decoding cache of step_cache."""
 
 import chex
 import flax.linen as nn
@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax.models.transformer import TransformerConfig
+from s2s_jax.models.step_cache import StepCache, empty_cache
+from s2s_jax.models.transformer_config import TransformerConfig
 from s2s_jax.models.transformer_layers import (
     ACTIVATIONS,
     NEG_INF,
@@ -16,9 +17,7 @@ from s2s_jax.models.transformer_layers import (
     EncoderLayer,
     Mlp,
     SelfAttention,
-    StepCache,
     attention_weights,
-    empty_cache,
     fused_split_heads,
     make_norm,
     split_heads,
@@ -31,7 +30,7 @@ TOL = 1e-5
 
 
 def _config(**overrides) -> TransformerConfig:
-    fields = dict(src_vocab_size=20, tgt_vocab_size=20, d_model=16, num_heads=2, mlp_dim=24)
+    fields = dict(vocab_size=20, d_model=16, num_heads=2, mlp_dim=24)
     return TransformerConfig(**{**fields, "dropout": 0.0, **overrides})
 
 

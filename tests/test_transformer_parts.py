@@ -1,6 +1,7 @@
-"""Tests for s2s_jax.models.transformer."""
+"""The Transformer encoder and decoder (models/encoders/transformer.py,
+models/decoders/transformer.py) paired by Seq2Seq: configs, masks, positions, cached decoding,
+layouts, dtypes, parameters and training behaviour."""
 
-import dataclasses
 import functools
 import itertools
 
@@ -11,16 +12,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from model_builders import replace_parts, source_mask, transformer_config
 
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from s2s_jax.decoding import hypotheses
-from s2s_jax.models.transformer import POSITIONS, Transformer, TransformerConfig
+from s2s_jax.models.registry import pair
+from s2s_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from s2s_jax.models.transformer_config import POSITION_NAMES
 from s2s_jax.models.transformer_layers import stack_layer_params, unstack_layer_params
 
 # float32 on CPU: compared paths differ only in summation order and masked-slot layout.
 TOL = 1e-5
 VOCAB = 20
 SRC = jnp.array([[5, 6, 7, 8, 9, PAD_ID], [4, 11, 12, 13, 14, 15]])
+MASK = source_mask(SRC)
 # Two hypotheses per source (beam 2): [batch, beam, tgt_len], BOS first.
 HYPS = jnp.array(
     [
@@ -42,19 +47,19 @@ jit = functools.partial(
 )
 
 
-def _config(**overrides) -> TransformerConfig:
-    fields = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, d_model=32, num_heads=4, mlp_dim=64)
-    return TransformerConfig(**{**fields, "dropout": 0.0, **overrides})
+def _config(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, **overrides) -> Seq2SeqConfig:
+    fields = dict(d_model=32, num_heads=4, mlp_dim=64, dropout=0.0)
+    return transformer_config(src_vocab_size, tgt_vocab_size, **{**fields, **overrides})
 
 
-def _shapes(cfg: TransformerConfig):
+def _shapes(cfg: Seq2SeqConfig):
     """Boxed parameter shapes and logical names, from tracing ``init`` (nothing compiles)."""
-    init = functools.partial(Transformer(cfg).init, train=False)
-    return jax.eval_shape(init, jax.random.key(0), SRC, TGT)
+    init = functools.partial(pair(cfg).init, train=False)
+    return jax.eval_shape(init, jax.random.key(0), SRC, TGT, inputs_mask=MASK)
 
 
 @functools.cache
-def _params(cfg: TransformerConfig):
+def _params(cfg: Seq2SeqConfig):
     """Random parameters with ``init``'s tree: tracing init is cheap where compiling it costs
     seconds per config, and random (not 1/0) norm scales and biases exercise every term."""
     rng = np.random.default_rng(0)
@@ -67,13 +72,14 @@ def _params(cfg: TransformerConfig):
 
 
 @functools.cache
-def _forward(cfg: TransformerConfig):
+def _forward(cfg: Seq2SeqConfig):
     """One jitted eval-mode forward per config, shared by every test using that config."""
-    return jit(functools.partial(Transformer(cfg).apply, train=False))
+    return jit(functools.partial(pair(cfg).apply, train=False))
 
 
 def _logits(cfg, params=None, src=SRC, tgt=TGT):
-    return _forward(cfg)(_params(cfg) if params is None else params, src, tgt)
+    params = _params(cfg) if params is None else params
+    return _forward(cfg)(params, src, tgt, inputs_mask=source_mask(src))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,10 +98,11 @@ def test_config_rejects_unknown_choice_listing_valid_values():
 @pytest.mark.parametrize(
     "overrides, match",
     [
-        (dict(share_embeddings=True, tgt_vocab_size=30), "src_vocab_size == tgt_vocab_size"),
+        (dict(share_embeddings=True, tgt_vocab_size=30), "one vocabulary for both sides"),
         (dict(num_heads=5), "divides d_model"),
         (dict(dropout=1.0), "dropout"),
-        (dict(encoder_layers=0), "encoder_layers"),
+        (dict(encoder_layers=0), "TransformerEncoderConfig.num_layers must be positive"),
+        (dict(decoder_layers=0), "TransformerDecoderConfig.num_layers must be positive"),
         (dict(position="rope", head_dim=5), "even head size"),
         (dict(relative_buckets=2), "buckets >= 4"),
     ],
@@ -106,8 +113,9 @@ def test_config_rejects_bad_values(overrides, match):
 
 
 def test_head_size_defaults_to_d_model_over_heads():
-    assert _config().head_size == 8
-    assert _config(head_dim=6).head_size == 6
+    for side in ("encoder", "decoder"):
+        assert getattr(_config(), side).head_size == 8
+        assert getattr(_config(head_dim=6), side).head_size == 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,11 +125,11 @@ def test_head_size_defaults_to_d_model_over_heads():
 def test_shapes_and_attention():
     cfg = _config()
     params = _params(cfg)
-    with_attention = lambda m, src, tgt: m.decode(
-        m.encode(src, train=False), tgt, train=False, return_attention=True
+    with_attention = lambda m, src, mask, tgt: m.decode(
+        m.encode(src, mask, train=False), tgt, train=False, return_attention=True
     )
-    apply = jit(functools.partial(Transformer(cfg).apply, method=with_attention))
-    logits, attention = apply(params, SRC, TGT)
+    apply = jit(functools.partial(pair(cfg).apply, method=with_attention))
+    logits, attention = apply(params, SRC, MASK, TGT)
     assert logits.shape == (2, 5, VOCAB) and logits.dtype == jnp.float32
     assert attention.shape == (2, 5, 6)
     np.testing.assert_allclose(attention.sum(-1), jnp.ones((2, 5)), atol=TOL)
@@ -137,18 +145,21 @@ def test_all_pad_source_gives_finite_logits():
 
 def test_init_decode_layout():
     cfg = _config()
-    model = Transformer(cfg)
+    model = pair(cfg)
 
     def start(params):
-        encoded = model.apply(params, SRC, train=False, method=model.encode)
+        encoded = model.apply(params, SRC, MASK, train=False, method=model.encode)
         return model.apply(params, encoded, 7, method=model.init_decode)
 
     memory, cache = jax.eval_shape(start, _params(cfg))
-    layers, heads, head = cfg.decoder_layers, cfg.num_heads, cfg.head_size
+    decoder = cfg.decoder
+    layers, heads, head = decoder.num_layers, decoder.num_heads, decoder.head_size
     assert len(memory["keys"]) == len(memory["values"]) == layers
     for keys, values in zip(memory["keys"], memory["values"], strict=True):
         assert keys.shape == values.shape == (2, heads, head, 6)
-    assert memory["outputs"].shape == (2, 6, 32)
+    # Steps read only the cross-attention keys/values and the mask, not the encoder outputs.
+    assert set(memory) == {"mask", "keys", "values"}
+    assert memory["mask"].shape == (2, 6) and memory["mask"].dtype == jnp.bool_
     assert all(leaf.shape[0] == 2 for leaf in jax.tree.leaves(memory))  # batch first, no beam
     assert len(cache["layers"]) == layers
     for buffers in cache["layers"]:
@@ -179,13 +190,12 @@ def test_decoder_is_causal(position):
 @pytest.mark.parametrize("position", ["sinusoidal", "learned"])
 def test_too_long_for_position_table(position):
     cfg = _config(position=position, max_position=5)
-    model = Transformer(cfg)
+    model = pair(cfg)
     with pytest.raises(ValueError, match="max_position=5"):
         _shapes(cfg)
     encoded = {"outputs": jnp.zeros((2, 4, 32)), "mask": jnp.ones((2, 4), bool)}
-    params = jax.eval_shape(
-        functools.partial(model.init, train=False), jax.random.key(0), SRC[:, :4], TGT[:, :4]
-    )
+    init = functools.partial(model.init, inputs_mask=MASK[:, :4], train=False)
+    params = jax.eval_shape(init, jax.random.key(0), SRC[:, :4], TGT[:, :4])
     with pytest.raises(ValueError, match="max_length"):
         jax.eval_shape(lambda: model.apply(params, encoded, 6, method=model.init_decode))
 
@@ -201,10 +211,9 @@ def test_rope_and_relative_have_no_length_limit():
 # Step-by-step decoding
 
 
-def _full_and_stepped(cfg, params):
+def _full_and_stepped(model: Seq2Seq, params):
     """Logits of ``decode`` on both hypotheses, and of stepping them with beams 1 and 2."""
-    model = Transformer(cfg)
-    encoded = model.apply(params, SRC, train=False, method=model.encode)
+    encoded = model.apply(params, SRC, MASK, train=False, method=model.encode)
     tiled = jax.tree.map(lambda x: jnp.repeat(x, 2, axis=0), encoded)
     full = model.apply(params, tiled, HYPS.reshape(4, 5), train=False, method=model.decode)
     memory, cache = model.apply(params, encoded, HYPS.shape[-1], method=model.init_decode)
@@ -224,14 +233,18 @@ def _full_and_stepped(cfg, params):
 def test_for_decoding_unrolls_scanned_layers_with_the_same_logits():
     cfg = _config(scan_layers=True)
     params = _params(cfg)
-    twin, twin_params = Transformer(cfg).for_decoding(params["params"])
-    assert not twin.config.scan_layers and "layers_0" in twin_params["decoder"]
-    unrolled = dataclasses.replace(cfg, scan_layers=False)
-    full, stepped = jit(functools.partial(_full_and_stepped, unrolled))({"params": twin_params})
+    model = pair(cfg)
+    twin, twin_params = model.for_decoding(params["params"])
+    assert not twin.config.decoder.scan_layers and "layers_0" in twin_params["decoder"]
+    # Only the decoder steps: the encoder (run once per batch) keeps its scanned layout.
+    assert (
+        twin.config.encoder == cfg.encoder and twin_params["encoder"] is params["params"]["encoder"]
+    )
+    full, stepped = jit(functools.partial(_full_and_stepped, twin))({"params": twin_params})
     np.testing.assert_allclose(stepped[2], full, atol=TOL)
-    _, scanned_stepped = jit(functools.partial(_full_and_stepped, cfg))(params)
+    _, scanned_stepped = jit(functools.partial(_full_and_stepped, model))(params)
     np.testing.assert_allclose(stepped[2], scanned_stepped[2], atol=TOL)
-    assert Transformer(unrolled).for_decoding(twin_params)[1] is twin_params
+    assert twin.for_decoding(twin_params)[1] is twin_params
 
 
 def _cached_cases():
@@ -241,7 +254,7 @@ def _cached_cases():
     8 cases in which every pair of settings (position/norm, position/layout, norm/layout)
     appears; ``-m slow`` runs the other 8.
     """
-    for i, position in enumerate(POSITIONS):
+    for i, position in enumerate(POSITION_NAMES):
         for pre_norm, scan_layers in itertools.product([True, False], repeat=2):
             covering = (pre_norm == scan_layers) == (i % 2 == 0)
             marks = () if covering else (pytest.mark.slow,)
@@ -251,19 +264,19 @@ def _cached_cases():
 @pytest.mark.parametrize("position, pre_norm, scan_layers", list(_cached_cases()))
 def test_cached_decoding_matches_full_decode(position, pre_norm, scan_layers):
     cfg = _config(position=position, pre_norm=pre_norm, scan_layers=scan_layers)
-    full, stepped = jit(functools.partial(_full_and_stepped, cfg))(_params(cfg))
+    full, stepped = jit(functools.partial(_full_and_stepped, pair(cfg)))(_params(cfg))
     np.testing.assert_allclose(stepped[1], full[:, :1], atol=TOL)  # beam 1
     np.testing.assert_allclose(stepped[2], full, atol=TOL)  # beam 2: per-hypothesis caches
 
 
 def test_decode_step_compiles_once():
     cfg = _config(position="rope")
-    model = Transformer(cfg)
+    model = pair(cfg)
     params = _params(cfg)
 
     @jit
     def start(params):
-        encoded = model.apply(params, SRC, train=False, method=model.encode)
+        encoded = model.apply(params, SRC, MASK, train=False, method=model.encode)
         return model.apply(params, encoded, 4, method=model.init_decode)
 
     memory, cache = start(params)
@@ -286,12 +299,12 @@ def test_scanned_equals_unrolled_after_conversion():
     cfg = _config(position="t5_relative")
     scanned = _params(cfg)
     unrolled = unstack_layer_params(scanned)
-    unrolled_cfg = dataclasses.replace(cfg, scan_layers=False)
+    unrolled_cfg = replace_parts(cfg, scan_layers=False)
     expected_tree = _shapes(unrolled_cfg)
     assert jax.tree.structure(nn.meta.unbox(expected_tree)) == jax.tree.structure(unrolled)
-    assert sorted(unrolled["params"]["decoder"]) == sorted(
-        ["cross_key", "cross_value", "final_norm", "layers_0", "layers_1", "relative_bias"]
-    )
+    stack = ["embedding", "final_norm", "layers_0", "layers_1", "relative_bias"]
+    assert sorted(unrolled["params"]["encoder"]) == sorted(stack)
+    assert sorted(unrolled["params"]["decoder"]) == sorted([*stack, "cross_key", "cross_value"])
     np.testing.assert_allclose(_logits(unrolled_cfg, unrolled), _logits(cfg, scanned), atol=TOL)
     restacked = stack_layer_params(unrolled)
     jax.tree.map(np.testing.assert_array_equal, restacked, scanned)
@@ -329,7 +342,7 @@ def test_embedding_sharing_and_tying_param_counts():
 def test_final_logits_bias_is_added():
     cfg = _config(final_logits_bias=True)
     params = jax.tree.map(lambda x: x, _params(_config()))
-    params["params"]["final_logits_bias"] = jnp.arange(VOCAB, dtype=jnp.float32)
+    params["params"]["decoder"]["final_logits_bias"] = jnp.arange(VOCAB, dtype=jnp.float32)
     difference = _logits(cfg, params) - _logits(_config(), params)
     np.testing.assert_allclose(
         difference, jnp.broadcast_to(jnp.arange(VOCAB), (2, 5, VOCAB)), atol=TOL
@@ -359,19 +372,22 @@ def test_params_carry_logical_axis_names(scan_layers):
 def test_dropout_only_in_train_mode():
     cfg = _config(dropout=0.3)
     params = _params(cfg)
-    model = Transformer(cfg)
-    apply = jit(model.apply, static_argnames="train")
+    model = pair(cfg)
+    jitted = jit(model.apply, static_argnames="train")
     rngs = lambda seed: {"dropout": jax.random.key(seed)}
-    eval_a = apply(params, SRC, TGT, train=False, rngs=rngs(1))
-    np.testing.assert_array_equal(eval_a, apply(params, SRC, TGT, train=False, rngs=rngs(2)))
-    train_a = apply(params, SRC, TGT, train=True, rngs=rngs(1))
-    assert float(jnp.abs(train_a - apply(params, SRC, TGT, train=True, rngs=rngs(2))).max()) > 1e-3
+    apply = lambda train, seed: jitted(
+        params, SRC, TGT, inputs_mask=MASK, train=train, rngs=rngs(seed)
+    )
+    eval_a = apply(False, 1)
+    np.testing.assert_array_equal(eval_a, apply(False, 2))
+    train_a = apply(True, 1)
+    assert float(jnp.abs(train_a - apply(True, 2)).max()) > 1e-3
     assert float(jnp.abs(train_a - eval_a).max()) > 1e-3
 
 
 def _loss(cfg, params, src, targets):
     decoder_inputs = jnp.concatenate([jnp.full_like(targets[:, :1], BOS_ID), targets[:, :-1]], 1)
-    logits = Transformer(cfg).apply(params, src, decoder_inputs, train=False)
+    logits = pair(cfg).apply(params, src, decoder_inputs, inputs_mask=source_mask(src), train=False)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     mask = targets != PAD_ID
     return jnp.sum(losses * mask) / jnp.sum(mask)
@@ -387,7 +403,7 @@ def test_remat_keeps_gradients(policy):
     grad = lambda c: jit(jax.grad(functools.partial(_loss, c)))(params, SRC, TGT)
     jax.tree.map(
         functools.partial(np.testing.assert_allclose, atol=TOL),
-        grad(dataclasses.replace(cfg, remat_policy=policy)),
+        grad(replace_parts(cfg, remat_policy=policy)),
         grad(cfg),
     )
 
@@ -401,7 +417,8 @@ def test_overfits_reversal():
 
     @jit  # init and all 200 steps in one program: one compilation
     def train(rng):
-        params = nn.meta.unbox(Transformer(cfg).init(rng, src, targets, train=False))
+        mask = source_mask(src)
+        params = nn.meta.unbox(pair(cfg).init(rng, src, targets, inputs_mask=mask, train=False))
 
         def step(state, _):
             params, opt_state = state

@@ -318,7 +318,7 @@ class RecurrentDecoder(nn.Module):
         """Teacher-forced decoding.
 
         Args:
-          encoded: from any encoder.
+          encoded: from any encoder, unpacked (a packed source raises ValueError).
           decoder_inputs: ``[batch, tgt_len]`` int32, targets shifted right (BOS first).
           train: enables dropout.
           targets_segmentation, targets_position: must be None (no packing for recurrences).
@@ -330,6 +330,7 @@ class RecurrentDecoder(nn.Module):
         """
         reject_packing(
             "RecurrentDecoder",
+            inputs_segmentation=encoded.get("segmentation"),  # a source encoded packed
             targets_segmentation=targets_segmentation,
             targets_position=targets_position,
         )
@@ -354,6 +355,7 @@ class RecurrentDecoder(nn.Module):
         """
         if max_length < 1:
             raise ValueError(f"max_length must be a positive integer, got {max_length}.")
+        reject_packing("RecurrentDecoder", inputs_segmentation=encoded.get("segmentation"))
         return self.step.prepare(encoded), self.step.init_cache(self._initial_carry(encoded))
 
     def decode_step(self, memory: Memory, ids: Array, cache: Cache) -> tuple[Array, Cache]:
