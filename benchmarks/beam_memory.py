@@ -18,31 +18,39 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.config import apply_overrides, base_config
+from s2s_jax.config import MODEL_PARTS, apply_overrides, base_config
 from s2s_jax.decoding.generate import DecodeConfig, jit_generate
 from s2s_jax.models.registry import build_model
+from s2s_jax.training.state import init_variables
+
+
+def _pair(type_name: str, **both) -> dict[str, str]:
+    """Config overrides: ``type_name`` encoder and decoder, each with the keys ``both``."""
+    overrides = {f"model.{side}.type": type_name for side in MODEL_PARTS}
+    for side in MODEL_PARTS:
+        overrides |= {f"model.{side}.{key}": str(value) for key, value in both.items()}
+    return overrides
+
 
 MODELS = {
-    "transformer_w2": {"model.family": "transformer", "model.d_model": "256",
-                       "model.num_heads": "4", "model.mlp_dim": "1024",
-                       "model.encoder_layers": "3", "model.decoder_layers": "3"},
-    "lstm_w1": {"model.family": "rnn", "model.embed_dim": "256", "model.hidden_size": "512",
-                "model.encoder_layers": "2", "model.decoder_layers": "2"},
-}  # fmt: skip
+    "transformer_w2": _pair("transformer", d_model=256, num_heads=4, mlp_dim=1024, num_layers=3),
+    "lstm_w1": _pair("rnn", embed_dim=256, hidden_size=512, num_layers=2),
+}
 
 
 def measure(name: str, vocab: int, batch: int, src_len: int, gen_len: int) -> list[dict]:
     config = apply_overrides(base_config(), list(MODELS[name].items()))
     model, _ = build_model(config.model, vocab, vocab)
     inputs = jnp.ones((batch, src_len), jnp.int32)
+    inputs_mask = jnp.ones((batch, src_len), bool)
     params = jax.eval_shape(
-        lambda: nn.meta.unbox(model.init(jax.random.key(0), inputs, inputs, train=False))
+        lambda: nn.meta.unbox(init_variables(model, jax.random.key(0), src_len, src_len))
     )["params"]
     rows = []
     for method, beam in (("greedy", 1), ("beam", 1), ("beam", 4)):
         cfg = DecodeConfig(method=method, beam_size=beam, max_length_ratio=gen_len / src_len,
                            max_length_offset=0)  # fmt: skip
-        compiled = jit_generate(model, cfg).lower(params, inputs).compile()
+        compiled = jit_generate(model, cfg).lower(params, inputs, inputs_mask).compile()
         stats = compiled.memory_analysis()
         rows.append({
             "model": name, "method": method, "beam": beam,

@@ -117,21 +117,22 @@ def _w3_model(ctx: Context, config):
         return model, params, None
     from benchmarks.peers import hf_marian
     from s2s_jax.models.marian import from_marian
-    from s2s_jax.models.transformer import Transformer
+    from s2s_jax.models.registry import pair
 
     hf_model = hf_marian.build_model(config.model, ctx.sizes.vocab, config.seed).eval()
-    transformer_config, params = from_marian(hf_model)
-    return Transformer(transformer_config), params, hf_model
+    pair_config, params = from_marian(hf_model)
+    return pair(pair_config), params, hf_model
 
 
 def run_w3(ctx: Context) -> list[report.Row]:
     """W3: beam and greedy decoding of exactly ``gen_len`` tokens, s2s_jax vs HF and CT2."""
     sz = ctx.sizes
     config = workloads.w2_config(ctx.tiny)
-    inputs = workloads.synthetic_batches(
+    batch = workloads.synthetic_batches(
         batch=sz.decode_batch, src_len=sz.decode_src_len, tgt_len=1, vocab=sz.vocab, count=1,
         seed=config.seed,
-    )[0]["inputs"]  # fmt: skip
+    )[0]  # fmt: skip
+    inputs, inputs_mask = batch["inputs"], batch["inputs_mask"]
     model, params, hf_model = _w3_model(ctx, config)
     ct2_dir = None
     if ctx.peer_ok("ct2") and hf_model is not None:  # ct2 needs transformers too
@@ -141,7 +142,9 @@ def run_w3(ctx: Context) -> list[report.Row]:
     rows = []
     for label, beam in (("W3 beam", sz.beam), ("W3 greedy", 1)):
         kw = dict(beam_size=beam, length=sz.gen_len)
-        systems = [s2s_side.decode_system(label, "s2s_jax", model, params, inputs, **kw)]
+        systems = [
+            s2s_side.decode_system(label, "s2s_jax", model, params, inputs, inputs_mask, **kw)
+        ]
         if hf_model is not None:
             from benchmarks.peers import hf_marian
 
@@ -167,9 +170,7 @@ def _variant(workload: str, name: str, config, vocab, batches, *, reference: boo
 def run_w4(ctx: Context) -> list[report.Row]:
     """W4: compile and step time, scanned vs unrolled (deep Transformer, LSTM over 512 tokens)."""
     sz, vocab = ctx.sizes, ctx.sizes.vocab
-    deep = s2s_side.with_model(
-        workloads.w2_config(ctx.tiny), encoder_layers=sz.deep_layers, decoder_layers=sz.deep_layers
-    )
+    deep = s2s_side.with_model(workloads.w2_config(ctx.tiny), num_layers=sz.deep_layers)
     label = "W4 transformer"
     batches = workloads.training_batches(deep, vocab, count=2)
     systems = [

@@ -6,7 +6,7 @@ time) and returned as a ``harness.System`` whose call waits for its results.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -15,19 +15,44 @@ import ml_collections
 import numpy as np
 
 from benchmarks.harness import System
+from s2s_jax.config import ConfigError, set_parts
 from s2s_jax.decoding.generate import DecodeConfig, jit_generate
 from s2s_jax.models.registry import build_model
 from s2s_jax.profiling import compile_step, count_flops, memory_stats
 from s2s_jax.training.optimizer import OptimizerConfig, make_optimizer
-from s2s_jax.training.state import make_init_fn, param_count
+from s2s_jax.training.state import init_variables, make_init_fn, param_count
 from s2s_jax.training.step import jit_train_step
 
 
-def with_model(config: ml_collections.ConfigDict, **fields: Any) -> ml_collections.ConfigDict:
-    """A copy of the run config with ``model.<field>`` values replaced (e.g. layers, unroll)."""
+def with_model(
+    config: ml_collections.ConfigDict,
+    *,
+    encoder: Mapping[str, Any] | None = None,
+    decoder: Mapping[str, Any] | None = None,
+    **both: Any,
+) -> ml_collections.ConfigDict:
+    """A copy of the run config with keys of ``model.encoder`` / ``model.decoder`` replaced.
+
+    Args:
+      config: the run config (left unchanged).
+      encoder, decoder: keys of that part only, e.g. ``encoder={"num_layers": 12}``.
+      **both: keys set in both parts (``config.set_parts``), e.g. ``num_layers=12``,
+        ``scan_layers=False`` (Transformer) or ``unroll=8`` (recurrent).
+
+    Raises:
+      ConfigError: a part of the config has no such key (its type does not take it).
+    """
     config = ml_collections.ConfigDict(config.to_dict())
-    for name, value in fields.items():
-        config.model[name] = value
+    set_parts(config.model, **both)
+    for side, values in (("encoder", encoder), ("decoder", decoder)):
+        section = config.model[side]
+        for key, value in (values or {}).items():
+            if key not in section or key == "type":
+                raise ConfigError(
+                    f"model.{side} of type {section.type!r} has no key {key!r}; its keys: "
+                    f"{', '.join(k for k in section if k != 'type')}."
+                )
+            section[key] = value
     return config
 
 
@@ -54,7 +79,8 @@ def train_system(
       name: system name of the rows.
       config: the run config (model, optimizer; ``seed``).
       vocab: source = target vocabulary size.
-      batches: host batches ``{inputs: [batch, src_len], targets: [batch, tgt_len]}``, cycled.
+      batches: host batches ``{inputs, inputs_mask: [batch, src_len], targets: [batch,
+        tgt_len]}``, cycled.
       note: remark printed with the rows.
 
     Returns:
@@ -90,7 +116,8 @@ def train_system(
 
 
 def fixed_length_generate(model: nn.Module, *, beam_size: int, length: int, alpha: float):
-    """``jit_generate`` for ``(params, inputs [batch, src_len])`` taking exactly ``length`` steps.
+    """``jit_generate`` for ``(params, inputs, inputs_mask)`` (both ``[batch, src_len]``) taking
+    exactly ``length`` steps.
 
     EOS is blocked for the first ``length - 1`` tokens (``min_length``) and forced at the last
     one (the length cap), so every row takes ``length`` decoder steps whatever the weights (the
@@ -113,24 +140,26 @@ def decode_system(
     model: nn.Module,
     params: Any,
     inputs: np.ndarray,
+    inputs_mask: np.ndarray,
     *,
     beam_size: int,
     length: int,
     alpha: float = 0.6,
 ) -> System:
-    """``fixed_length_generate`` compiled for ``inputs`` [batch, src_len], as a System.
+    """``fixed_length_generate`` compiled for ``inputs`` and ``inputs_mask`` [batch, src_len],
+    as a System.
 
     The params are put in the model's decoding layout once, ahead of time (as ``generate.decoder``
     does for every caller that decodes many batches with fixed params).
     """
     model, params = model.for_decoding(params)
     generate = fixed_length_generate(model, beam_size=beam_size, length=length, alpha=alpha)
-    inputs = jax.device_put(inputs)
+    inputs, inputs_mask = jax.device_put((inputs, inputs_mask))
     params = jax.device_put(params)
-    compiled, compile_seconds = compile_step(generate, params, inputs)
+    compiled, compile_seconds = compile_step(generate, params, inputs, inputs_mask)
 
     def run_once() -> None:
-        jax.block_until_ready(compiled(params, inputs))
+        jax.block_until_ready(compiled(params, inputs, inputs_mask))
 
     return System(
         workload=workload,
@@ -146,7 +175,5 @@ def decode_system(
 def random_transformer(config: ml_collections.ConfigDict, vocab: int, seed: int = 0):
     """``(model, params)``: the experiment's Transformer randomly initialised (W3 fallback)."""
     model, _ = build_model(config.model, vocab, vocab)
-    dummy = np.ones((1, 8), np.int32)
-    init = functools.partial(model.init, train=False)
-    variables = jax.jit(init)(jax.random.key(seed), dummy, dummy)
+    variables = jax.jit(lambda rng: init_variables(model, rng))(jax.random.key(seed))
     return model, nn.meta.unbox(variables)["params"]

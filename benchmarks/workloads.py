@@ -4,16 +4,21 @@ The model and training settings come from the experiment files (``experiments/be
 and ``experiments/bench_w2_transformer.py``), so the benchmark measures exactly what ``s2s
 profile`` and ``s2s train`` run; the peers are built from the same config sections. ``--tiny``
 uses the experiments' ``tiny`` variants and the small sizes below (seconds on a CPU).
+
+This module does not import JAX: a PyTorch or Hugging Face peer measured in a process of its
+own (``peak_rss.py``) reads its sizes from here (see ``load_config``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
 
-from s2s_jax.config import load_experiment
 from s2s_jax.data.vocab import EOS_ID, UNK_ID
 
 W1_EXPERIMENT = "experiments/bench_w1_lstm.py"
@@ -62,15 +67,51 @@ def sizes(tiny: bool) -> Sizes:
     return TINY if tiny else FULL
 
 
+_LOAD_IN_CHILD = (
+    "import json, sys\n"
+    "from s2s_jax.config import load_experiment\n"
+    "print(json.dumps(load_experiment(sys.argv[1], sys.argv[2]).to_dict()))"
+)
+
+
+def load_config(experiment: str, variant: str = "") -> ml_collections.ConfigDict:
+    """``get_config(variant)`` of an experiment file, locked; a JAX-free process stays JAX-free.
+
+    Experiment files build their ``model`` sections with ``s2s_jax.config``, which loads JAX
+    (through the model registry). A process that has not imported JAX, such as a PyTorch or
+    Hugging Face peer measured alone by ``peak_rss.py``, resolves the file in a short-lived
+    child process instead and reads its values back, so that its own imports and peak RSS stay
+    the peer's. The values are the same either way (tuples come back as lists).
+
+    Raises:
+      RuntimeError: the child failed (its stderr tail is in the message).
+    """
+    if "jax" in sys.modules:
+        from s2s_jax.config import load_experiment
+
+        return load_experiment(experiment, variant)
+    argv = [sys.executable, "-c", _LOAD_IN_CHILD, experiment, variant]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = "\n    ".join(done.stderr.strip().splitlines()[-10:])
+        raise RuntimeError(
+            f"Resolving {experiment}:{variant} in a child process failed with exit code "
+            f"{done.returncode}:\n    {tail}"
+        )
+    config = ml_collections.ConfigDict(json.loads(done.stdout.strip().splitlines()[-1]))
+    config.lock()
+    return config
+
+
 def w1_config(tiny: bool) -> ml_collections.ConfigDict:
     """W1's run config: 2+2-layer LSTM, Luong general attention, Adam 1e-3, batch 64 x 32."""
-    return load_experiment(W1_EXPERIMENT, "tiny" if tiny else "")
+    return load_config(W1_EXPERIMENT, "tiny" if tiny else "")
 
 
 def w2_config(tiny: bool, pre_ln: bool = False) -> ml_collections.ConfigDict:
     """W2's run config: 3+3-layer Transformer, post-LN as Marian (or pre-LN), AdamW."""
     variant = "_".join(part for part in ("tiny" if tiny else "", "preln" if pre_ln else "") if part)
-    return load_experiment(W2_EXPERIMENT, variant)
+    return load_config(W2_EXPERIMENT, variant)
 
 
 def lengths(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -93,7 +134,9 @@ def synthetic_batches(
       seed: with ``DATA_SEED``, seeds the generator: every system sees the same batches.
 
     Returns:
-      ``count`` dicts ``{"inputs": [batch, src_len], "targets": [batch, tgt_len]}`` int32.
+      ``count`` dicts ``{"inputs": [batch, src_len], "targets": [batch, tgt_len]}`` int32 with
+      ``"inputs_mask"`` ``[batch, src_len]`` bool (all True: no padding), the source mask every
+      s2s_jax batch carries.
     """
     if vocab <= FIRST_TOKEN:
         raise ValueError(
@@ -107,6 +150,7 @@ def synthetic_batches(
             ids = rng.integers(FIRST_TOKEN, vocab, size=(batch, length), dtype=np.int32)
             ids[:, -1] = EOS_ID
             batch_arrays[key] = ids
+        batch_arrays["inputs_mask"] = np.ones((batch, src_len), bool)
         out.append(batch_arrays)
     return out
 

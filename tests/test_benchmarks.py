@@ -24,8 +24,9 @@ from benchmarks import (  # noqa: E402
     workloads,
 )
 from benchmarks.harness import System, alternate  # noqa: E402
+from s2s_jax.config import ConfigError  # noqa: E402
 from s2s_jax.data.vocab import EOS_ID  # noqa: E402
-from s2s_jax.models.registry import build_model  # noqa: E402
+from s2s_jax.models.registry import build_model, pair  # noqa: E402
 
 VOCAB = workloads.TINY.vocab
 
@@ -37,9 +38,12 @@ def test_synthetic_batches_are_seeded_unpadded_and_end_with_eos():
     np.testing.assert_array_equal(first[1]["inputs"], again[1]["inputs"])
     assert not np.array_equal(first[0]["inputs"], first[1]["inputs"])
     for batch in first:
-        for ids in batch.values():
+        assert set(batch) == {"inputs", "inputs_mask", "targets"}
+        for ids in (batch["inputs"], batch["targets"]):
             assert np.all(ids[:, -1] == EOS_ID)
             assert ids[:, :-1].min() >= workloads.FIRST_TOKEN and ids.max() < VOCAB
+        mask = batch["inputs_mask"]  # no padding: every source position is real
+        assert mask.shape == batch["inputs"].shape and mask.dtype == bool and mask.all()
 
 
 def test_alternate_warms_up_then_interleaves_rounds():
@@ -118,9 +122,10 @@ def test_torch_peer_computes_the_same_logits_as_s2s_jax():
     decoder_inputs = np.concatenate([np.ones((2, 1), np.int32), batch["targets"][:, :-1]], 1)
     model, _ = build_model(config.model, VOCAB, VOCAB)
     args = (batch["inputs"], decoder_inputs)
-    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(3), *args)
+    kw = dict(inputs_mask=batch["inputs_mask"], train=False)
+    variables = jax.jit(functools.partial(model.init, **kw))(jax.random.key(3), *args)
     params = jax.tree.map(np.asarray, nn.meta.unbox(variables)["params"])
-    expected = jax.jit(functools.partial(model.apply, train=False))({"params": params}, *args)
+    expected = jax.jit(functools.partial(model.apply, **kw))({"params": params}, *args)
     peer = torch_lstm.build_model(config.model, VOCAB).eval()
     torch_lstm.load_s2s_params(peer, params)
     with torch.no_grad():
@@ -137,16 +142,20 @@ def test_unrolled_time_scans_compute_the_scanned_logits():
         batch=2, src_len=8, tgt_len=5, vocab=VOCAB, count=1, seed=2
     )[0]  # fmt: skip
     args = (batch["inputs"], batch["targets"])
+    kw = dict(inputs_mask=batch["inputs_mask"], train=False)
     scanned, _ = build_model(config.model, VOCAB, VOCAB)
-    params = scanned.init(jax.random.key(0), *args, train=False)
-    want = jax.jit(lambda p: scanned.apply(p, *args, train=False))(params)
+    params = scanned.init(jax.random.key(0), *args, **kw)
+    want = jax.jit(lambda p: scanned.apply(p, *args, **kw))(params)
     # 3 leaves remainders of both scans (8 source, 5 target steps); 8 unrolls both entirely.
     for unroll in (3, 8):
-        unrolled, _ = build_model(s2s_side.with_model(config, unroll=unroll).model, VOCAB, VOCAB)
-        init = functools.partial(unrolled.init, train=False)
+        unrolled_config = s2s_side.with_model(config, unroll=unroll)
+        assert unrolled_config.model.encoder.unroll == unrolled_config.model.decoder.unroll
+        unrolled, resolved = build_model(unrolled_config.model, VOCAB, VOCAB)
+        assert resolved.encoder.unroll == resolved.decoder.unroll == unroll
+        init = functools.partial(unrolled.init, **kw)
         shapes = jax.eval_shape(init, jax.random.key(0), *args)
         assert jax.tree.structure(shapes) == jax.tree.structure(params)
-        got = jax.jit(lambda p, m=unrolled: m.apply(p, *args, train=False))(params)
+        got = jax.jit(lambda p, m=unrolled: m.apply(p, *args, **kw))(params)
         # Same operations in the same order, only the loop structure differs: float32 rounding.
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
 
@@ -159,11 +168,34 @@ def test_w2_experiment_matches_the_marian_peer_config():
     config = workloads.w2_config(tiny=False)
     bridged = marian_to_config(hf_marian.marian_config(config.model, 64))
     ours = build_model(config.model, 64, 64)[1]
-    same = ("d_model", "num_heads", "mlp_dim", "encoder_layers", "decoder_layers", "activation",
-            "pre_norm", "position", "max_position", "share_embeddings", "tie_output",
-            "scale_embeddings", "dropout", "attention_dropout", "activation_dropout")  # fmt: skip
-    assert {f: getattr(ours, f) for f in same} == {f: getattr(bridged, f) for f in same}
-    assert ours.pre_norm is False and ours.activation == "relu" and ours.share_embeddings
+    pair_fields = ("encoder_type", "decoder_type", "share_embeddings")
+    assert {f: getattr(ours, f) for f in pair_fields} == {
+        f: getattr(bridged, f) for f in pair_fields
+    }
+    same = ("vocab_size", "d_model", "num_heads", "mlp_dim", "num_layers", "activation",
+            "pre_norm", "position", "max_position", "scale_embeddings", "dropout",
+            "attention_dropout", "activation_dropout")  # fmt: skip
+    for side, extra in (("encoder", ("input",)), ("decoder", ("tie_output",))):
+        mine, theirs = getattr(ours, side), getattr(bridged, side)
+        assert {f: getattr(mine, f) for f in same + extra} == {
+            f: getattr(theirs, f) for f in same + extra
+        }, side
+    assert ours.encoder.pre_norm is False and ours.decoder.activation == "relu"
+    assert ours.share_embeddings and ours.decoder.tie_output
+
+
+def test_with_model_sets_keys_per_part_or_on_both():
+    config = workloads.w2_config(tiny=True)
+    both = s2s_side.with_model(config, num_layers=5, scan_layers=False)
+    assert both.model.encoder.num_layers == both.model.decoder.num_layers == 5
+    assert both.model.encoder.scan_layers is both.model.decoder.scan_layers is False
+    one = s2s_side.with_model(config, decoder={"num_layers": 4})
+    assert (one.model.encoder.num_layers, one.model.decoder.num_layers) == (2, 4)
+    assert config.model.decoder.num_layers == 2  # the original is left alone
+    with pytest.raises(ConfigError, match="has no key 'encoder_layers'"):
+        s2s_side.with_model(config, encoder_layers=12)  # a flat key from before the parts
+    with pytest.raises(ConfigError, match="model.encoder of type 'transformer' has no key 'tie"):
+        s2s_side.with_model(config, encoder={"tie_output": False})
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +205,6 @@ def w3_tiny():
     torch = pytest.importorskip("torch")
     hf_marian = pytest.importorskip("benchmarks.peers.hf_marian")
     from s2s_jax.models.marian import from_marian
-    from s2s_jax.models.transformer import Transformer
 
     hf_model = hf_marian.build_model(workloads.w2_config(tiny=True).model, VOCAB, seed=5).eval()
     with torch.no_grad():  # the default std 0.02 makes every row decode the same tokens
@@ -181,10 +212,10 @@ def w3_tiny():
             if name.endswith("weight") and p.ndim == 2 and "embed_positions" not in name:
                 p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(len(name)))
     config, params = from_marian(hf_model)
-    inputs = workloads.synthetic_batches(
+    batch = workloads.synthetic_batches(
         batch=3, src_len=6, tgt_len=1, vocab=VOCAB, count=1, seed=4
-    )[0]["inputs"]  # fmt: skip
-    return hf_model, Transformer(config), params, inputs
+    )[0]  # fmt: skip
+    return hf_model, pair(config), params, batch["inputs"], batch["inputs_mask"]
 
 
 @pytest.mark.parametrize("beam", [1, 4])
@@ -192,10 +223,10 @@ def test_w3_systems_decode_the_same_tokens_from_the_same_weights(w3_tiny, beam, 
     ct2 = pytest.importorskip("benchmarks.peers.ct2")
     from benchmarks.peers import hf_marian
 
-    hf_model, model, params, inputs = w3_tiny
+    hf_model, model, params, inputs, inputs_mask = w3_tiny
     length = 7
     ours = s2s_side.fixed_length_generate(model, beam_size=beam, length=length, alpha=0.6)
-    result = ours(params, inputs)
+    result = ours(params, inputs, inputs_mask)
     tokens = np.asarray(result.sequences[:, 0])
     assert np.all(np.asarray(result.lengths) == length)  # EOS only where it is forced
     assert np.all(tokens[:, -1] == EOS_ID) and np.all(tokens[:, :-1] != EOS_ID)

@@ -13,8 +13,7 @@ import pytest
 from s2s_jax import decoding
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from s2s_jax.decoding.generate import DecodeConfig, jit_generate
-from s2s_jax.models import marian, marian_config
-from s2s_jax.models.transformer import Transformer
+from s2s_jax.models import marian, marian_config, registry
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -41,6 +40,7 @@ TARGETS = np.array(  # decoder inputs, BOS first
         [BOS_ID, 45, 44, 43, EOS_ID, PAD_ID],
     ]
 )
+SOURCES_MASK = SOURCES != PAD_ID
 STEPS = 10  # tokens generated, EOS included, on both sides
 # Added to EOS's logit (final_logits_bias, so on both sides) so that the random models end
 # some outputs early and others at the cap; beam search favours short outputs more than greedy.
@@ -110,26 +110,26 @@ def _hf_logits(model, sources, targets) -> np.ndarray:
 
 def test_config_has_marian_conventions():
     config = marian.marian_to_config(_hf_model("shared").config, scan_layers=False)
-    expected = dict(
-        src_vocab_size=50,
-        tgt_vocab_size=50,
+    assert (config.encoder_type, config.decoder_type) == ("transformer", "transformer")
+    assert config.share_embeddings is True
+    stack = dict(
+        vocab_size=50,
         d_model=16,
         num_heads=2,
         mlp_dim=32,
-        encoder_layers=2,
-        decoder_layers=2,
+        num_layers=2,
         activation="relu",
         norm_epsilon=1e-5,
         pre_norm=False,
         position="sinusoidal",
         max_position=64,
-        share_embeddings=True,
-        tie_output=True,
         scale_embeddings=True,
-        final_logits_bias=True,
         scan_layers=False,
     )
-    assert {k: getattr(config, k) for k in expected} == expected
+    assert {k: getattr(config.encoder, k) for k in stack} == stack
+    assert config.encoder.input == "tokens"
+    decoder = dict(stack, tie_output=True, final_logits_bias=True)
+    assert {k: getattr(config.decoder, k) for k in decoder} == decoder
 
 
 @pytest.mark.parametrize("variant", ["shared", "separate"])
@@ -137,7 +137,7 @@ def test_config_has_marian_conventions():
 def test_params_have_the_init_tree(variant, scan_layers):
     """Every parameter the model creates is filled, with its shape and dtype, and nothing else."""
     config, params = marian.from_marian(_hf_model(variant), scan_layers=scan_layers)
-    init = functools.partial(Transformer(config).init, train=False)
+    init = functools.partial(registry.pair(config).init, inputs_mask=SOURCES_MASK, train=False)
     boxed = jax.eval_shape(init, jax.random.key(0), SOURCES, TARGETS)["params"]
     expected = jax.tree.map(lambda x: (x.shape, x.dtype), nn.meta.unbox(boxed))
     assert jax.tree.map(lambda x: (x.shape, x.dtype), params) == expected
@@ -154,7 +154,9 @@ def test_params_have_the_init_tree(variant, scan_layers):
 def test_teacher_forced_logits_match(variant, scan_layers):
     model = _hf_model(variant)
     config, params = marian.from_marian(model, scan_layers=scan_layers)
-    logits = Transformer(config).apply({"params": params}, SOURCES, TARGETS, train=False)
+    logits = registry.pair(config).apply(
+        {"params": params}, SOURCES, TARGETS, inputs_mask=SOURCES_MASK, train=False
+    )
     expected = _hf_logits(model, SOURCES, TARGETS)
     assert logits.shape == expected.shape
     np.testing.assert_allclose(np.asarray(logits), expected, rtol=0, atol=LOGITS_ATOL)
@@ -182,16 +184,17 @@ class _ForceEosAtLastStep(transformers.LogitsProcessor):
 @functools.cache
 def _bridged(eos_boost: float):
     config, params = marian.from_marian(_hf_model("shared", eos_boost))
-    return Transformer(config), params
+    return registry.pair(config), params
 
 
 def _s2s_search(eos_boost: float, search, **options) -> decoding.DecodeResult:
     """``generate.generate`` with options ``DecodeConfig`` does not expose (min_length)."""
     model, params = _bridged(eos_boost)
+    model, params = model.for_decoding(params)  # as generate.generate runs the decoder
 
-    def run(params, sources):
+    def run(params, sources, sources_mask):
         variables = {"params": params}
-        encoded = model.apply(variables, sources, train=False, method=model.encode)
+        encoded = model.apply(variables, sources, sources_mask, train=False, method=model.encode)
         memory, cache = model.apply(variables, encoded, STEPS, method=model.init_decode)
 
         def tokens_to_logits(ids, cache):
@@ -199,14 +202,14 @@ def _s2s_search(eos_boost: float, search, **options) -> decoding.DecodeResult:
 
         return search(tokens_to_logits, cache, max_length=STEPS, **options)
 
-    return jax.jit(run)(params, SOURCES)
+    return jax.jit(run)(params, SOURCES, SOURCES_MASK)
 
 
 def _s2s_generate(eos_boost: float, **options) -> decoding.DecodeResult:
     # ratio 0: every row gets the same cap, STEPS, as HF's batch-wide max_new_tokens.
     cfg = DecodeConfig(max_length_ratio=0.0, max_length_offset=STEPS, **options)
     model, params = _bridged(eos_boost)
-    return jit_generate(model, cfg)(params, SOURCES)
+    return jit_generate(model, cfg)(params, SOURCES, SOURCES_MASK)
 
 
 def _hf_generate(eos_boost: float, **options) -> tuple[np.ndarray, np.ndarray | None]:
@@ -221,7 +224,7 @@ def _hf_generate(eos_boost: float, **options) -> tuple[np.ndarray, np.ndarray | 
     with torch.no_grad():
         out = model.generate(
             input_ids=torch.tensor(SOURCES),
-            attention_mask=torch.tensor(SOURCES != PAD_ID),
+            attention_mask=torch.tensor(SOURCES_MASK),
             max_new_tokens=STEPS,
             do_sample=False,
             return_dict_in_generate=True,
@@ -341,9 +344,13 @@ def _fresh_model(model_class=None):
 
 def test_config_not_describing_the_model_is_refused():
     model = _fresh_model()
-    config = dataclasses.replace(marian.marian_to_config(model.config), pre_norm=True)
-    with pytest.raises(ValueError, match="pre_norm=True .needs False."):
-        marian.marian_to_params(model, config)
+    config = marian.marian_to_config(model.config)
+    wrong = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, pre_norm=True))
+    with pytest.raises(ValueError, match="encoder.pre_norm=True .needs False."):
+        marian.marian_to_params(model, wrong)
+    wrong = dataclasses.replace(config, share_embeddings=False)
+    with pytest.raises(ValueError, match="share_embeddings=False .needs True."):
+        marian.marian_to_params(model, wrong)
 
 
 def test_models_with_other_weights_are_refused():

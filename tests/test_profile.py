@@ -72,7 +72,7 @@ def test_profile_w2_tiny_with_trace_and_hlo(tmp_path, ceiling):
     config.profile.peak_flops = ceiling
     result = profile_experiment(config, tmp_path, steps=4, warmup=1, vocab_size=40)
     _check_sane(result)
-    assert result["batch_shape"] == {"inputs": [8, 8], "targets": [8, 8]}
+    assert result["batch_shape"] == {"inputs": [8, 8], "targets": [8, 8], "inputs_mask": [8, 8]}
     assert result["tokens_per_step"] == 8 * 8  # synthetic rows have no padding
     assert result["data"] == "synthetic: vocab 40, length 8"
     assert result["peak_source"] == "config profile.peak_flops"

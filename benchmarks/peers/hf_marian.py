@@ -18,18 +18,38 @@ from benchmarks.peers import synchronize, torch_device, torch_training_system
 from s2s_jax.data.vocab import PAD_ID
 from s2s_jax.models.marian_config import marian_test_config
 
+# Keys of model.encoder / model.decoder that marian_test_config takes one value of for both.
+_SHARED_KEYS = ("d_model", "num_layers", "num_heads", "mlp_dim", "max_position", "dropout",
+                "activation")  # fmt: skip
+
 
 def marian_config(model: ml_collections.ConfigDict, vocab: int) -> transformers.MarianConfig:
-    """The ``MarianConfig`` of a W2 ``model`` config section (``marian_test_config``)."""
-    if model.encoder_layers != model.decoder_layers:
+    """The ``MarianConfig`` of a W2 ``model`` config section (``marian_test_config``).
+
+    The section must pair a "transformer" encoder with a "transformer" decoder whose shared
+    sizes (``_SHARED_KEYS``) are equal.
+    """
+    types = (model.encoder.type, model.decoder.type)
+    if types != ("transformer", "transformer"):
         raise ValueError(
-            "marian_test_config builds equal encoder and decoder depths; got "
-            f"{model.encoder_layers} and {model.decoder_layers}."
+            f"The Marian peer mirrors a Transformer encoder and decoder; got {types[0]!r} and "
+            f"{types[1]!r}."
         )
+    differ = [
+        f"{key} ({model.encoder[key]} vs {model.decoder[key]})"
+        for key in _SHARED_KEYS
+        if model.encoder[key] != model.decoder[key]
+    ]
+    if differ:
+        raise ValueError(
+            "marian_test_config builds one value of each size for both stacks; the encoder and "
+            f"decoder differ in {', '.join(differ)}."
+        )
+    enc = model.encoder
     return marian_test_config(
-        vocab_size=vocab, d_model=model.d_model, layers=model.encoder_layers,
-        heads=model.num_heads, ffn=model.mlp_dim, max_len=model.max_position,
-        dropout=model.dropout, activation=model.activation,
+        vocab_size=vocab, d_model=enc.d_model, layers=enc.num_layers, heads=enc.num_heads,
+        ffn=enc.mlp_dim, max_len=enc.max_position, dropout=enc.dropout,
+        activation=enc.activation,
     )  # fmt: skip
 
 

@@ -57,15 +57,39 @@ class LuongLSTM(nn.Module):
         return self.output(attentional)
 
 
+# What the peer mirrors: keys of model.encoder / model.decoder and the values they must have.
+_MIRRORED = {
+    "encoder": {"type": "rnn", "cell": "lstm", "bidirectional": False, "input": "tokens"},
+    "decoder": {"type": "rnn", "cell": "lstm", "attention": "luong_general",
+                "input_feeding": False},
+}  # fmt: skip
+_SHARED_SIZES = ("embed_dim", "hidden_size", "num_layers")
+
+
 def build_model(model: ml_collections.ConfigDict, vocab: int) -> LuongLSTM:
-    """The peer of a W1 ``model`` config section (equal encoder and decoder depths)."""
-    if model.encoder_layers != model.decoder_layers or model.bidirectional:
+    """The peer of a W1 ``model`` config section: an LSTM encoder and an LSTM decoder with Luong
+    general attention, no input feeding, separate tables, equal sizes and depths."""
+    wrong = [
+        f"model.{side}.{key}={model[side].get(key)!r} (needs {value!r})"
+        for side, needed in _MIRRORED.items()
+        for key, value in needed.items()
+        if model[side].get(key) != value
+    ]
+    wrong += [
+        f"model.encoder.{key}={model.encoder[key]} != model.decoder.{key}={model.decoder[key]}"
+        for key in _SHARED_SIZES
+        if model.encoder[key] != model.decoder[key]
+    ]
+    if model.share_embeddings:
+        wrong.append("model.share_embeddings=True (needs False)")
+    if wrong:
         raise ValueError(
-            "The PyTorch W1 peer mirrors a unidirectional encoder and decoder of equal depth; "
-            f"got encoder_layers={model.encoder_layers}, decoder_layers={model.decoder_layers}, "
-            f"bidirectional={model.bidirectional}."
+            "The PyTorch W1 peer mirrors a unidirectional LSTM encoder and an LSTM decoder with "
+            "luong_general attention, no input feeding, separate embeddings and equal sizes; "
+            f"got {'; '.join(wrong)}."
         )
-    return LuongLSTM(vocab, model.embed_dim, model.hidden_size, model.encoder_layers)
+    enc = model.encoder
+    return LuongLSTM(vocab, enc.embed_dim, enc.hidden_size, enc.num_layers)
 
 
 def trainable_params(module: nn.Module) -> int:
@@ -87,25 +111,35 @@ def _load_lstm_layer(lstm: nn.LSTM, layer: int, input_kernel: Any, cell: Mapping
 
 
 def load_s2s_params(model: LuongLSTM, params: Mapping) -> None:
-    """Copies an s2s_jax W1 parameter tree (``RNNSeq2Seq`` params) into the peer, in place.
+    """Copies an s2s_jax W1 parameter tree (an "rnn" encoder and an "rnn" decoder) into the
+    peer, in place.
 
-    With the same weights both compute the same logits: the check that the peer is the same
-    architecture (tests/test_benchmarks.py).
+    The tree: ``encoder/{embedding, stack/layer_<i>/{input_proj, cell}}`` and
+    ``decoder/{embedding, step/{attention/key_proj, cells/{input_proj_<i>, cell_<i>},
+    attentional}, output_proj}`` (no ``decoder/bridge``: the decoder starts from the encoder's
+    final states as they are). With the same weights both compute the same logits: the check
+    that the peer is the same architecture (tests/test_benchmarks.py).
     """
-    step, cells = params["step"], params["step"]["cells"]
+    encoder_params, decoder_params = params["encoder"], params["decoder"]
+    if "bridge" in decoder_params:
+        raise ValueError(
+            "The s2s_jax decoder has a bridge (encoder and decoder states of different sizes); "
+            "the PyTorch W1 peer hands the encoder's final states to the decoder unchanged."
+        )
+    step, cells = decoder_params["step"], decoder_params["step"]["cells"]
     with torch.no_grad():
-        _copy(model.src_embed.weight, params["src_embed"]["embedding"])
-        _copy(model.tgt_embed.weight, params["tgt_embed"]["embedding"])
+        _copy(model.src_embed.weight, encoder_params["embedding"]["embedding"])
+        _copy(model.tgt_embed.weight, decoder_params["embedding"]["embedding"])
         for layer in range(model.encoder.num_layers):
-            encoder = params["encoder"][f"layer_{layer}"]
+            encoder = encoder_params["stack"][f"layer_{layer}"]
             _load_lstm_layer(model.encoder, layer, encoder["input_proj"]["kernel"], encoder["cell"])
             decoder_kernel = cells[f"input_proj_{layer}"]["kernel"]
             _load_lstm_layer(model.decoder, layer, decoder_kernel, cells[f"cell_{layer}"])
         # s2s_jax scores q . (k K) with K [enc, hidden]; Linear computes k W^T, so W = K^T.
         _copy(model.key_proj.weight, step["attention"]["key_proj"]["kernel"], transpose=True)
         _copy(model.attentional.weight, step["attentional"]["kernel"], transpose=True)
-        _copy(model.output.weight, params["output_proj"]["kernel"], transpose=True)
-        _copy(model.output.bias, params["output_proj"]["bias"])
+        _copy(model.output.weight, decoder_params["output_proj"]["kernel"], transpose=True)
+        _copy(model.output.bias, decoder_params["output_proj"]["bias"])
 
 
 def _decoder_inputs(targets: torch.Tensor) -> torch.Tensor:

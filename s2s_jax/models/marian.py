@@ -1,7 +1,8 @@
-"""Hugging Face Marian (``transformers.MarianMTModel``) -> s2s_jax ``Transformer`` weights.
+"""Hugging Face Marian (``transformers.MarianMTModel``) -> an s2s_jax Transformer pair's weights.
 
 Marian is the post-LN Transformer of Vaswani et al. with Marian-NMT's conventions, all of which
-``TransformerConfig`` expresses:
+a Transformer encoder (``TransformerEncoderConfig``) paired with a Transformer decoder
+(``TransformerDecoderConfig``) express:
   * sinusoidal positions from 0 (sin half then cos half, no BART-style offset), added to token
     embeddings scaled by sqrt(d_model) (``scale_embedding``), no embedding LayerNorm;
   * post-LN sublayers with ``torch.nn.LayerNorm``'s epsilon 1e-5 and no final stack norm;
@@ -29,7 +30,13 @@ import numpy as np
 from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from s2s_jax.models.marian_config import ACTIVATIONS
 from s2s_jax.models.positions import sinusoidal_table
-from s2s_jax.models.transformer import TransformerConfig
+from s2s_jax.models.registry import check_pair
+from s2s_jax.models.seq2seq import Seq2SeqConfig
+from s2s_jax.models.transformer_config import (
+    TransformerConfig,
+    TransformerDecoderConfig,
+    TransformerEncoderConfig,
+)
 
 # Marian's norms are torch.nn.LayerNorm with its default epsilon.
 MARIAN_NORM_EPSILON = 1e-5
@@ -44,7 +51,8 @@ _PRE_LN_FLAGS = (
     "normalize_embedding",
     "layernorm_embedding",
 )
-# TransformerConfig fields a caller may change freely: they do not alter eval-mode outputs.
+# Fields of either stack's config a caller may change freely: they do not alter eval-mode
+# outputs.
 _FREE_FIELDS = frozenset(
     {
         "dropout",
@@ -107,8 +115,9 @@ def _check_sizes(hf_config: Any) -> None:
     for what, (encoder, decoder) in pairs.items():
         if encoder != decoder:
             raise ValueError(
-                f"Encoder and decoder {what} differ ({encoder} vs {decoder}); TransformerConfig "
-                "has one value for both stacks, so such a model cannot be bridged."
+                f"Encoder and decoder {what} differ ({encoder} vs {decoder}); this bridge maps "
+                "Marian models with one value for both stacks only (the ones it is checked "
+                "against), so such a model is not bridged."
             )
     target_vocab = hf_config.decoder_vocab_size or hf_config.vocab_size
     if hf_config.share_encoder_decoder_embeddings and target_vocab != hf_config.vocab_size:
@@ -131,8 +140,8 @@ def _activation(hf_config: Any) -> str:
 
 def marian_to_config(
     hf_config: Any, *, scan_layers: bool = True, dtype: str = "float32"
-) -> TransformerConfig:
-    """The ``TransformerConfig`` computing what a ``MarianMTModel`` with ``hf_config`` computes.
+) -> Seq2SeqConfig:
+    """The Transformer pair computing what a ``MarianMTModel`` with ``hf_config`` computes.
 
     Args:
       hf_config: a ``transformers.MarianConfig``.
@@ -140,8 +149,9 @@ def marian_to_config(
       dtype: compute dtype name; parameters stay float32.
 
     Returns:
-      The frozen config (post-LN, sinusoidal positions, LayerNorm epsilon 1e-5, final logits
-      bias; dropout rates copied for fine-tuning).
+      The frozen ``Seq2SeqConfig`` of a "transformer" encoder and a "transformer" decoder
+      (post-LN, sinusoidal positions, LayerNorm epsilon 1e-5; the decoder with Marian's final
+      logits bias; dropout rates copied for fine-tuning); ``registry.pair`` builds the module.
 
     Raises:
       ValueError: the model cannot be bridged (not Marian, pre-LN flags, LayerDrop, special ids
@@ -151,14 +161,8 @@ def marian_to_config(
     _check_ids(hf_config)
     _check_sizes(hf_config)
     shared = bool(hf_config.share_encoder_decoder_embeddings)
-    return TransformerConfig(
-        src_vocab_size=hf_config.vocab_size,
-        tgt_vocab_size=hf_config.vocab_size if shared else hf_config.decoder_vocab_size,
+    stack = dict(
         d_model=hf_config.d_model,
-        num_heads=hf_config.encoder_attention_heads,
-        mlp_dim=hf_config.encoder_ffn_dim,
-        encoder_layers=hf_config.encoder_layers,
-        decoder_layers=hf_config.decoder_layers,
         activation=_activation(hf_config),
         dropout=float(hf_config.dropout),
         attention_dropout=float(hf_config.attention_dropout),
@@ -168,29 +172,58 @@ def marian_to_config(
         pre_norm=False,
         position="sinusoidal",
         max_position=hf_config.max_position_embeddings,
-        share_embeddings=shared,
-        tie_output=bool(hf_config.tie_word_embeddings),
         scale_embeddings=bool(hf_config.scale_embedding),
-        final_logits_bias=True,
         scan_layers=scan_layers,
         dtype=dtype,
         param_dtype="float32",
     )
+    encoder = TransformerEncoderConfig(
+        vocab_size=hf_config.vocab_size,
+        num_heads=hf_config.encoder_attention_heads,
+        mlp_dim=hf_config.encoder_ffn_dim,
+        num_layers=hf_config.encoder_layers,
+        input="tokens",
+        **stack,
+    )
+    decoder = TransformerDecoderConfig(
+        vocab_size=hf_config.vocab_size if shared else hf_config.decoder_vocab_size,
+        num_heads=hf_config.decoder_attention_heads,
+        mlp_dim=hf_config.decoder_ffn_dim,
+        num_layers=hf_config.decoder_layers,
+        tie_output=bool(hf_config.tie_word_embeddings),
+        final_logits_bias=True,
+        **stack,
+    )
+    config = Seq2SeqConfig("transformer", "transformer", encoder, decoder, shared)
+    check_pair(config)
+    return config
 
 
-def _check_config_matches(hf_config: Any, config: TransformerConfig) -> None:
-    expected = marian_to_config(hf_config, scan_layers=config.scan_layers, dtype=config.dtype)
+def _check_config_matches(hf_config: Any, config: Seq2SeqConfig) -> None:
+    expected = marian_to_config(hf_config)  # scan_layers and dtype are free fields
     wrong = [
-        f"{field.name}={getattr(config, field.name)!r} (needs {getattr(expected, field.name)!r})"
-        for field in dataclasses.fields(TransformerConfig)
-        if field.name not in _FREE_FIELDS
-        and getattr(config, field.name) != getattr(expected, field.name)
+        f"{name}={getattr(config, name)!r} (needs {getattr(expected, name)!r})"
+        for name in ("encoder_type", "decoder_type", "share_embeddings")
+        if getattr(config, name) != getattr(expected, name)
     ]
+    if not wrong:
+        for side in ("encoder", "decoder"):
+            ours, needed = getattr(config, side), getattr(expected, side)
+            if type(ours) is not type(needed):
+                wrong.append(f"{side} is a {type(ours).__name__} (needs {type(needed).__name__})")
+                continue
+            wrong += [
+                f"{side}.{field.name}={getattr(ours, field.name)!r} "
+                f"(needs {getattr(needed, field.name)!r})"
+                for field in dataclasses.fields(needed)
+                if field.name not in _FREE_FIELDS
+                and getattr(ours, field.name) != getattr(needed, field.name)
+            ]
     if wrong:
         raise ValueError(
             f"config does not describe this Marian model: {'; '.join(wrong)}. Build it with "
             "marian_to_config(hf_model.config) (only dropout rates, scan_layers, remat_policy, "
-            "dtype and max_position may differ)."
+            "dtype and max_position may differ, per stack)."
         )
 
 
@@ -275,12 +308,12 @@ def _decoder_layer(state: dict[str, np.ndarray], i: int, config: TransformerConf
 
 
 def _cross_kv(state: dict[str, np.ndarray], config: TransformerConfig, proj: str) -> Params:
-    """Every layer's cross-attention k or v projection: kernel ``[embed, layers, heads,
+    """Every decoder layer's cross-attention k or v projection: kernel ``[embed, layers, heads,
     head_dim]``, bias ``[layers, heads, head_dim]``."""
     heads = (config.num_heads, config.head_size)
     layers = [
         _dense(state, f"model.decoder.layers.{i}.encoder_attn.{proj}", heads)
-        for i in range(config.decoder_layers)
+        for i in range(config.num_layers)
     ]
     return {
         "kernel": np.stack([layer["kernel"] for layer in layers], axis=1),
@@ -295,40 +328,47 @@ def _stack(layers: list[Params], scan_layers: bool) -> Params:
     return {f"layers_{i}": layer for i, layer in enumerate(layers)}
 
 
-def _embeddings(state: dict[str, np.ndarray], config: TransformerConfig) -> Params:
+def _embeddings(state: dict[str, np.ndarray], config: Seq2SeqConfig) -> tuple[Params, ...]:
+    """``(top-level, encoder, decoder)`` params of the token tables and the logits head."""
     source, target = "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"
-    params: Params = {}
+    top: Params = {}
+    encoder: Params = {}
+    decoder: Params = {}
     if config.share_embeddings:
         for tied in (source, target):
             _same(state, "model.shared.weight", tied, "re-tie them (model.tie_weights())")
-        params["shared_embedding"] = {"embedding": state["model.shared.weight"]}
+        top["shared_embedding"] = {"embedding": state["model.shared.weight"]}
     else:
-        params["source_embedding"] = {"embedding": state[source]}
-        params["target_embedding"] = {"embedding": state[target]}
-    if config.tie_output:
+        encoder["embedding"] = {"embedding": state[source]}
+        decoder["embedding"] = {"embedding": state[target]}
+    if config.decoder.tie_output:
         _same(state, "lm_head.weight", target, "re-tie them or set tie_word_embeddings=False")
     else:
         head = state["lm_head.weight"]
         # s2s_jax's untied head has a bias; Marian's bias is final_logits_bias, so this one is 0.
-        params["output_projection"] = {
+        decoder["output_projection"] = {
             "kernel": head.T,
             "bias": np.zeros(head.shape[0], np.float32),
         }
-    params["final_logits_bias"] = state["final_logits_bias"].reshape(-1)
-    return params
+    decoder["final_logits_bias"] = state["final_logits_bias"].reshape(-1)
+    return top, encoder, decoder
 
 
-def marian_to_params(hf_model: Any, config: TransformerConfig) -> dict:
-    """A ``MarianMTModel``'s weights as the flax ``params`` tree of ``Transformer(config)``.
+def marian_to_params(hf_model: Any, config: Seq2SeqConfig) -> dict:
+    """A ``MarianMTModel``'s weights as the flax ``params`` tree of ``registry.pair(config)``.
 
     Args:
       hf_model: a ``transformers.MarianMTModel`` (any dtype; weights are read as float32).
-      config: from ``marian_to_config(hf_model.config, ...)``; its ``scan_layers`` picks the
-        layout (``encoder/layers`` with a leading layer axis, or ``encoder/layers_<i>``).
+      config: from ``marian_to_config(hf_model.config, ...)``; each stack's ``scan_layers``
+        picks its layout (``layers`` with a leading layer axis, or ``layers_<i>``).
 
     Returns:
-      The unboxed params tree of float32 numpy arrays: apply it as
-      ``Transformer(config).apply({"params": params}, ...)``.
+      The unboxed params tree of float32 numpy arrays, ``{"encoder": {embedding, layers},
+      "decoder": {embedding, cross_key, cross_value, layers, output_projection,
+      final_logits_bias}}`` (``shared_embedding`` at the top instead of the two ``embedding``
+      tables when shared; ``output_projection`` only when untied): apply it as
+      ``registry.pair(config).apply({"params": params}, inputs, decoder_inputs,
+      inputs_mask=..., train=False)``.
 
     Raises:
       ValueError: the model cannot be bridged (see ``marian_to_config``), ``config`` does not
@@ -338,28 +378,32 @@ def marian_to_params(hf_model: Any, config: TransformerConfig) -> dict:
     _check_config_matches(hf_model.config, config)
     state = _numpy_state(hf_model)
     _check_positions(state, hf_model.config)
-    encoder = [_encoder_layer(state, i, config) for i in range(config.encoder_layers)]
-    decoder = [_decoder_layer(state, i, config) for i in range(config.decoder_layers)]
+    enc, dec = config.encoder, config.decoder
+    top, encoder, decoder = _embeddings(state, config)
+    encoder_layers = [_encoder_layer(state, i, enc) for i in range(enc.num_layers)]
+    decoder_layers = [_decoder_layer(state, i, dec) for i in range(dec.num_layers)]
     return {
-        **_embeddings(state, config),
-        "encoder": _stack(encoder, config.scan_layers),
+        **top,
+        "encoder": {**encoder, **_stack(encoder_layers, enc.scan_layers)},
         "decoder": {
-            "cross_key": _cross_kv(state, config, "k_proj"),
-            "cross_value": _cross_kv(state, config, "v_proj"),
-            **_stack(decoder, config.scan_layers),
+            **decoder,
+            "cross_key": _cross_kv(state, dec, "k_proj"),
+            "cross_value": _cross_kv(state, dec, "v_proj"),
+            **_stack(decoder_layers, dec.scan_layers),
         },
     }
 
 
-def from_marian(hf_model: Any, *, scan_layers: bool = True) -> tuple[TransformerConfig, dict]:
-    """``(config, params)`` of the s2s_jax ``Transformer`` equivalent to ``hf_model``.
+def from_marian(hf_model: Any, *, scan_layers: bool = True) -> tuple[Seq2SeqConfig, dict]:
+    """``(config, params)`` of the s2s_jax Transformer pair equivalent to ``hf_model``.
 
     Args:
       hf_model: a ``transformers.MarianMTModel`` using s2s_jax's special ids.
       scan_layers: scanned or unrolled layer stacks.
 
     Returns:
-      ``marian_to_config(hf_model.config, scan_layers=...)`` and ``marian_to_params``'s tree.
+      ``marian_to_config(hf_model.config, scan_layers=...)`` and ``marian_to_params``'s tree;
+      ``registry.pair(config)`` is the module.
     """
     config = marian_to_config(hf_model.config, scan_layers=scan_layers)
     return config, marian_to_params(hf_model, config)
