@@ -12,9 +12,6 @@ own (``peak_rss.py``) reads its sizes from here (see ``load_config``).
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
@@ -67,40 +64,16 @@ def sizes(tiny: bool) -> Sizes:
     return TINY if tiny else FULL
 
 
-_LOAD_IN_CHILD = (
-    "import json, sys\n"
-    "from s2s_jax.config import load_experiment\n"
-    "print(json.dumps(load_experiment(sys.argv[1], sys.argv[2]).to_dict()))"
-)
-
-
 def load_config(experiment: str, variant: str = "") -> ml_collections.ConfigDict:
-    """``get_config(variant)`` of an experiment file, locked; a JAX-free process stays JAX-free.
+    """``get_config(variant)`` of an experiment file, locked.
 
-    Experiment files build their ``model`` sections with ``s2s_jax.config``, which loads JAX
-    (through the model registry). A process that has not imported JAX, such as a PyTorch or
-    Hugging Face peer measured alone by ``peak_rss.py``, resolves the file in a short-lived
-    child process instead and reads its values back, so that its own imports and peak RSS stay
-    the peer's. The values are the same either way (tuples come back as lists).
-
-    Raises:
-      RuntimeError: the child failed (its stderr tail is in the message).
+    Loading a config never imports JAX (``s2s_jax.config`` and the part configs are JAX-free),
+    so a PyTorch or Hugging Face peer measured alone by ``peak_rss.py`` keeps its own imports
+    and peak RSS.
     """
-    if "jax" in sys.modules:
-        from s2s_jax.config import load_experiment
+    from s2s_jax.config import load_experiment
 
-        return load_experiment(experiment, variant)
-    argv = [sys.executable, "-c", _LOAD_IN_CHILD, experiment, variant]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = "\n    ".join(done.stderr.strip().splitlines()[-10:])
-        raise RuntimeError(
-            f"Resolving {experiment}:{variant} in a child process failed with exit code "
-            f"{done.returncode}:\n    {tail}"
-        )
-    config = ml_collections.ConfigDict(json.loads(done.stdout.strip().splitlines()[-1]))
-    config.lock()
-    return config
+    return load_experiment(experiment, variant)
 
 
 def w1_config(tiny: bool) -> ml_collections.ConfigDict:

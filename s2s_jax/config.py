@@ -17,7 +17,7 @@ from typing import Any
 
 import ml_collections
 
-from s2s_jax.models.registry import part_defaults
+from s2s_jax.models.parts import part_defaults
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_EXPERIMENT = "experiments/reverse_attention.py"
@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     e.batch_size = 250
     e.max_examples = 1000  # 0 means the whole eval split
     e.num_show = 5
+    # Names from s2s_jax/evaluation/metrics.py METRICS, e.g. ("bleu", "chrf", "rouge1", "wer");
+    # () means the data's defaults (Data.default_metrics). Loss and token accuracy are always on.
+    e.metrics = ()
     e.decode = "greedy"  # greedy | beam
     e.beam_size = 4
     e.alpha = 0.6

@@ -14,7 +14,7 @@ from s2s_jax.config import (
     set_parts,
     to_dict,
 )
-from s2s_jax.models.registry import part_defaults
+from s2s_jax.models.parts import part_defaults
 
 
 def test_parse_overrides_both_forms():

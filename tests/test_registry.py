@@ -1,13 +1,15 @@
 """The encoder/decoder registries: building pairs, per-type keys, and what a pair must fit."""
 
 import dataclasses
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
 
 from s2s_jax.config import apply_overrides, base_config, model_part
-from s2s_jax.models import registry
+from s2s_jax.models import parts, registry
 from s2s_jax.models.frontends import FeatureProjection
 from s2s_jax.models.types import Seq2SeqModel
 
@@ -18,11 +20,11 @@ def _model(*overrides, src=11, tgt=13, features=0):
 
 
 def test_every_type_declares_only_non_injected_keys_and_builds():
-    for side, parts in registry.REGISTRIES.items():
-        for name, part in parts.items():
-            keys = registry.part_defaults(side, name)
+    for side, registered in registry.REGISTRIES.items():
+        for name, part in registered.items():
+            keys = parts.part_defaults(side, name)
             assert keys["type"] == name
-            assert not set(keys) & set(registry.INJECTED)
+            assert not set(keys) & set(parts.INJECTED)
             assert {f.name for f in dataclasses.fields(part.config)} >= set(keys) - {"type"}
 
 
@@ -89,3 +91,19 @@ def test_model_part_sections_are_locked():
     section = model_part("decoder", "transformer")
     with pytest.raises(AttributeError):
         section.hidden_size = 3
+
+
+def test_both_registries_name_the_same_part_configs():
+    for side, modules in registry.REGISTRIES.items():
+        assert {n: p.config for n, p in modules.items()} == parts.CONFIGS[side]
+
+
+def test_loading_an_experiment_never_starts_jax():
+    # Peers measured alone (benchmarks/peak_rss.py) and `s2s` start-up rely on it.
+    code = (
+        "import sys; from s2s_jax.config import load_experiment; "
+        "load_experiment('experiments/bench_w2_transformer.py'); "
+        "print(sorted(m for m in ('jax', 'flax') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -3,8 +3,8 @@
 ``model.encoder.type`` and ``model.decoder.type`` name an entry here; each section carries only
 the keys of its type's config dataclass (fields filled from the data — vocabulary sizes, frame
 features — and the model-wide dtypes are not keys). Adding an encoder or a decoder: write its
-module (a config dataclass and a linen module with the methods its side of
-``types.Seq2SeqModel`` needs) and add one line below.
+module (a linen module with the methods its side of ``types.Seq2SeqModel`` needs, taking its
+config dataclass), add one line below and its config's line in the JAX-free ``parts.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from s2s_jax.models.decoders import rnn as rnn_decoder
 from s2s_jax.models.decoders import transformer as transformer_decoder
 from s2s_jax.models.encoders.rnn import RecurrentEncoder
 from s2s_jax.models.encoders.transformer import TransformerEncoder
+from s2s_jax.models.parts import part_defaults
 from s2s_jax.models.rnn_config import RNNDecoderConfig, RNNEncoderConfig
 from s2s_jax.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from s2s_jax.models.transformer_config import TransformerDecoderConfig, TransformerEncoderConfig
@@ -42,21 +43,7 @@ DECODERS: dict[str, Part] = {
 }
 REGISTRIES = {"encoder": ENCODERS, "decoder": DECODERS}
 
-# Filled in by build_model, never set in a config: sizes come from the data, dtypes from
-# ``model.dtype`` / ``model.param_dtype``.
-INJECTED = ("vocab_size", "input_features", "dtype", "param_dtype")
 MODEL_KEYS = ("encoder", "decoder", "share_embeddings", "dtype", "param_dtype")
-
-
-def part_defaults(side: str, type_name: str) -> dict[str, Any]:
-    """``{"type": type_name, key: default, ...}``: the config keys of a registered part."""
-    registry = REGISTRIES[side]
-    if type_name not in registry:
-        raise ValueError(
-            f"Unknown model.{side}.type {type_name!r}; registered {side}s: {', '.join(registry)}."
-        )
-    fields = dataclasses.fields(registry[type_name].config)
-    return {"type": type_name} | {f.name: f.default for f in fields if f.name not in INJECTED}
 
 
 def _part_config(side: str, section: Mapping[str, Any], model: Mapping[str, Any], sizes: dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from s2s_jax.models.types import DTYPES, check_choice, check_positive, check_rates
+from s2s_jax.models.config_checks import DTYPE_NAMES, check_choice, check_positive, check_rates
 
 CELL_NAMES = ("lstm", "gru")
 # Decoder wirings: "none" is the context-vector decoder (Cho et al. 2014); the others name the
@@ -28,8 +28,8 @@ class _RNNConfig:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         check_choice(owner, "cell", self.cell, CELL_NAMES)
-        check_choice(owner, "dtype", self.dtype, DTYPES)
-        check_choice(owner, "param_dtype", self.param_dtype, DTYPES)
+        check_choice(owner, "dtype", self.dtype, DTYPE_NAMES)
+        check_choice(owner, "param_dtype", self.param_dtype, DTYPE_NAMES)
         check_positive(owner, self, ("embed_dim", "hidden_size", "num_layers", "unroll"))
         check_rates(owner, self, ("dropout",))
         if self.vocab_size < 0:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from s2s_jax.models.types import DTYPES, check_choice, check_positive, check_rates
+from s2s_jax.models.config_checks import DTYPE_NAMES, check_choice, check_positive, check_rates
 
 ACTIVATION_NAMES = ("relu", "gelu", "swish", "geglu", "swiglu", "reglu")
 NORM_NAMES = ("layernorm", "rmsnorm")
@@ -38,7 +38,7 @@ class TransformerConfig:
       scale_embeddings: multiply token embeddings by sqrt(d_model).
       scan_layers: ``nn.scan`` the stack (False: Python loop, same maths).
       remat_policy: a name of ``REMAT_NAMES``.
-      dtype, param_dtype: compute and storage dtype names (``DTYPES``); logits are float32.
+      dtype, param_dtype: compute and storage dtype names (``DTYPE_NAMES``); logits are float32.
     """
 
     vocab_size: int = 0
@@ -104,8 +104,8 @@ _CHOICES = {
     "norm": NORM_NAMES,
     "position": POSITION_NAMES,
     "remat_policy": REMAT_NAMES,
-    "dtype": tuple(DTYPES),
-    "param_dtype": tuple(DTYPES),
+    "dtype": DTYPE_NAMES,
+    "param_dtype": DTYPE_NAMES,
 }
 _POSITIVE = (
     "d_model", "num_heads", "mlp_dim", "num_layers", "max_position", "relative_buckets",

@@ -7,11 +7,13 @@ paired by ``models/seq2seq.py``. Training, evaluation and decoding only use the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+
+from s2s_jax.models.config_checks import DTYPE_NAMES
 
 Array = jax.Array
 PyTree = Any
@@ -20,6 +22,7 @@ Memory = dict[str, Any]  # per-source state of step-by-step decoding, leaves [ba
 Cache = dict[str, Any]  # per-hypothesis state, leaves [batch, beam, ...]
 
 DTYPES: dict[str, Any] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+assert tuple(DTYPES) == DTYPE_NAMES
 
 
 @runtime_checkable
@@ -55,29 +58,6 @@ class Seq2SeqModel(Protocol):
 
     def example_inputs(self, src_len: int) -> tuple[Array, Array]:
         """Dummy ``(inputs, inputs_mask)`` of batch 1 for initialising parameters."""
-
-
-def check_choice(owner: str, field: str, value: str, valid: Iterable[str]) -> None:
-    """Raises ValueError naming the valid choices when ``value`` is not one of them."""
-    valid = tuple(valid)
-    if value not in valid:
-        raise ValueError(f"{owner}.{field}={value!r} is not supported; choose one of: {valid}.")
-
-
-def check_positive(owner: str, config: Any, fields: Iterable[str]) -> None:
-    """Raises ValueError for the first of ``fields`` that is not a positive number."""
-    for field in fields:
-        value = getattr(config, field)
-        if value <= 0:
-            raise ValueError(f"{owner}.{field} must be positive, got {value}.")
-
-
-def check_rates(owner: str, config: Any, fields: Iterable[str]) -> None:
-    """Raises ValueError for a dropout-like rate outside [0, 1)."""
-    for field in fields:
-        value = getattr(config, field)
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{owner}.{field} must be in [0, 1), got {value}.")
 
 
 def masked_mean(outputs: Array, mask: Array) -> Array:
