@@ -148,12 +148,13 @@ def test_url_workdir_is_refused_clearly(tmp_path):
         loop.train_and_evaluate(tiny_config(), "gs://bucket/run")
 
 
-def test_eval_log_line_shows_text_metrics_only_for_text_data():
+def test_eval_log_line_shows_the_metrics_computed():
     from s2s_jax.evaluation.evaluate import EvalResult
 
     base = {"loss": 1.5, "token_accuracy": 0.5, "exact_match": 0.25}
     synthetic = loop._format_eval(7, EvalResult(base, [], {"3-5": (0.25, 4)}))
-    assert synthetic.startswith("eval @ 7: loss 1.5000") and "BLEU" not in synthetic
-    text = {**base, "bleu": 12.345, "chrf": 40.0, "ter": 80.5}
-    line = loop._format_eval(7, EvalResult(text, [], {"3-5": (0.25, 4)}))
-    assert "BLEU 12.35 chrF 40.00 TER 80.50" in line
+    assert synthetic.startswith("eval @ 7: loss 1.5000") and "bleu" not in synthetic
+    assert synthetic.endswith("exact_match 0.2500 | len 3-5: 25.0% (n=4)")
+    text = {"loss": 1.5, "token_accuracy": 0.5, "bleu": 12.345, "chrf": 40.0, "ter": 80.5}
+    line = loop._format_eval(7, EvalResult(text, [], {}))
+    assert line.endswith("bleu 12.3450 chrf 40.0000 ter 80.5000")

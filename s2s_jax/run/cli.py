@@ -49,8 +49,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--max-examples",
                 type=int,
-                help="evaluate only the first N examples (default: the whole TFDS split; "
-                "synthetic tasks: the run's eval.max_examples)",
+                help="evaluate only the first N examples (default: the whole split)",
             )
         if name == "decode":
             p.add_argument("--input", help="file with one source per line (default: stdin)")

@@ -19,6 +19,7 @@ from s2s_jax.data.config import DataConfig
 from s2s_jax.data.pipeline import build_data
 from s2s_jax.data.types import Data
 from s2s_jax.decoding.generate import DecodeConfig
+from s2s_jax.evaluation.metrics import check_metric_names
 from s2s_jax.models.registry import build_model, describe
 from s2s_jax.parallel import sharding
 from s2s_jax.training.optimizer import OptimizerConfig, make_optimizer
@@ -39,6 +40,11 @@ class Components:
     @property
     def init_fn(self):
         return make_init_fn(self.model, self.tx)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics evaluation reports: ``eval.metrics``, or the data's defaults if empty."""
+        return tuple(self.config.eval.metrics) or tuple(self.data.default_metrics)
 
     def rngs(self) -> tuple[jax.Array, jax.Array]:
         """(init_rng, dropout_rng), both derived from the run seed."""
@@ -99,7 +105,9 @@ def build(
 
     Raises:
       ValueError: if the batch size does not split over the mesh and grad accumulation.
+      ConfigError: if ``eval.metrics`` names an unknown metric (before any data is loaded).
     """
+    check_metric_names(config.eval.metrics)
     rows = None
     if mesh is not None:
         batch_size = config.data.batch_size

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.data.batching import encode_examples, eval_batches
 from s2s_jax.data.vocab import VocabError
 from s2s_jax.decoding.generate import decoder
-from s2s_jax.evaluation.evaluate import EvalResult, evaluate, format_by_length
+from s2s_jax.evaluation.evaluate import EvalResult, evaluate
+from s2s_jax.evaluation.report import format_by_length, write_hypotheses, write_results
 from s2s_jax.run.components import Components, build, load_workdir_config
 from s2s_jax.training.step import jit_eval_step
 
@@ -55,20 +55,20 @@ def evaluate_workdir(
     max_examples: int | None = None,
     **decode_overrides,
 ) -> EvalResult:
-    """Evaluates the latest checkpoint on an eval split; writes evaluate_*.json/.txt.
+    """Evaluates the latest checkpoint on an eval split; writes evaluate_<tag>.json / .txt.
 
-    Synthetic tasks evaluate their held-out split (``eval.max_examples`` of it); TFDS sources
-    ``split`` (default: the run's ``data.eval_split``), by default the whole split (training's
-    periodic evaluation uses a subset), with sacrebleu scores and signatures. ``max_examples``
-    limits either (0: all).
+    The split is ``split`` when given (data with named splits, e.g. TFDS; a synthetic task has
+    one held-out split), else the run's own eval split. By default all of it is scored
+    (training's periodic evaluation scores its first ``eval.max_examples``); ``max_examples``
+    limits it (0: all). The metrics are the run's: ``eval.metrics``, or its data's defaults.
+    ``<tag>`` names the decoding (``greedy``, ``beam4``, ``sample``), prefixed by ``split`` when
+    one was given (``test_beam4``).
     """
     workdir, config = _read_workdir(workdir)
-    if max_examples is None and config.data.source == "tfds":
-        max_examples = 0
-    if max_examples is not None:
-        if max_examples < 0:
-            raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
-        config.eval.max_examples = max_examples
+    max_examples = 0 if max_examples is None else max_examples
+    if max_examples < 0:
+        raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
+    config.eval.max_examples = max_examples
     c, params = _restore(workdir, config, split, decode_overrides)
     result = evaluate(
         params,
@@ -77,18 +77,17 @@ def evaluate_workdir(
         eval_step=jit_eval_step(c.model),
         decode=decoder(c.model, params, c.decode_config),  # decoding layout made once
         tgt_vocab=c.data.tgt_vocab,
-        text_metrics=c.config.data.source == "tfds",
+        metrics=c.metrics,
     )
     tag = c.decode_config.method + (
         f"{c.decode_config.beam_size}" if c.decode_config.method == "beam" else ""
     )
-    if c.config.data.source == "tfds":
-        tag = f"{split or c.config.data.eval_split}_{tag}"
-    workdir = Path(workdir)
-    report = {**result.metrics, **result.signatures}
-    (workdir / f"evaluate_{tag}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (workdir / f"evaluate_{tag}.txt").write_text("\n".join(result.hypotheses) + "\n")
-    print(f"exact match by source length: {format_by_length(result.by_length)}")
+    if split:
+        tag = f"{split}_{tag}"
+    write_results(workdir / f"evaluate_{tag}.json", result)
+    write_hypotheses(workdir / f"evaluate_{tag}.txt", result.hypotheses)
+    if result.by_length:
+        print(f"exact match by source length: {format_by_length(result.by_length)}")
     return result
 
 

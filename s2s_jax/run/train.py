@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import signal
 import threading
 import time
@@ -18,7 +17,13 @@ from tqdm import tqdm
 from s2s_jax.checkpointing import Checkpointer
 from s2s_jax.config import ConfigError, to_dict
 from s2s_jax.decoding.generate import decoding_model, generate
-from s2s_jax.evaluation.evaluate import EvalResult, evaluate, format_by_length, format_examples
+from s2s_jax.evaluation.evaluate import EvalResult, evaluate
+from s2s_jax.evaluation.report import (
+    format_examples,
+    format_metrics,
+    write_hypotheses,
+    write_results,
+)
 from s2s_jax.parallel import multihost, sharding
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.profiling import Tracer, dump_hlo
@@ -91,7 +96,11 @@ def make_eval_fns(c: Components) -> tuple:
 
 
 def run_evaluation(c: Components, params: Any, eval_step, decoder) -> EvalResult:
-    """Evaluates ``params`` on the run's held-out split (teacher-forced and decoded)."""
+    """Evaluates ``params`` on the run's held-out split (teacher-forced and decoded).
+
+    Reports loss, token accuracy and the run's metrics (``eval.metrics``, or the data's
+    defaults when that is empty: see `Components.metrics`).
+    """
     return evaluate(
         params,
         c.data.eval_batches,
@@ -99,7 +108,7 @@ def run_evaluation(c: Components, params: Any, eval_step, decoder) -> EvalResult
         eval_step=eval_step,
         decode=decoder(params),
         tgt_vocab=c.data.tgt_vocab,
-        text_metrics=c.config.data.source == "tfds",
+        metrics=c.metrics,
     )
 
 
@@ -276,19 +285,13 @@ def _format_train(step: int, s: dict[str, float]) -> str:
 
 
 def _format_eval(step: int, r: EvalResult) -> str:
-    m = r.metrics
-    text = f" BLEU {m['bleu']:.2f} chrF {m['chrf']:.2f} TER {m['ter']:.2f}" if "bleu" in m else ""
-    return (
-        f"eval @ {step}: loss {m['loss']:.4f} token_acc {m['token_accuracy']:.4f}{text} "
-        f"exact_match {m['exact_match']:.2%} | {format_by_length(r.by_length)}"
-    )
+    return f"eval @ {step}: {format_metrics(r)}"
 
 
 def _finish(workdir: Path, c: Components, result: EvalResult) -> None:
     if jax.process_index() != 0:
         return
-    report = {**result.metrics, **result.signatures}
-    (workdir / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")
-    (workdir / "hypotheses.txt").write_text("\n".join(result.hypotheses) + "\n")
+    write_results(workdir / "eval_results.json", result)
+    write_hypotheses(workdir / "hypotheses.txt", result.hypotheses)
     n = c.config.eval.num_show
     _log(f"Examples (held-out):\n{format_examples(c.data.eval_examples, result.hypotheses, n)}")
