@@ -320,7 +320,12 @@ def _coerce(key: str, raw: str, old: Any) -> Any:
         try:
             value = ast.literal_eval(raw)
         except (ValueError, SyntaxError) as e:
-            raise ConfigError(f"{key} is a tuple; got {raw!r} (write e.g. '(8,16)').") from e
+            names = [part.strip() for part in raw.split(",")]
+            if all(name.isidentifier() for name in names):  # bleu,chrf -> ("bleu", "chrf")
+                return tuple(names)
+            raise ConfigError(
+                f"{key} is a tuple; got {raw!r} (write e.g. '(8,16)' or 'bleu,chrf')."
+            ) from e
         return tuple(value) if isinstance(value, tuple | list) else (value,)
     return raw
 

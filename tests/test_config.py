@@ -154,3 +154,13 @@ def test_set_parts_sets_both_sides():
     set_parts(config.model, hidden_size=7, cell="gru")
     assert config.model.encoder.hidden_size == config.model.decoder.hidden_size == 7
     assert config.model.encoder.cell == config.model.decoder.cell == "gru"
+
+
+def test_a_tuple_of_names_needs_no_quotes():
+    config = apply_overrides(
+        base_config(), [("eval.metrics", "bleu,chrf"), ("data.buckets", "(8,16)")]
+    )
+    assert config.eval.metrics == ("bleu", "chrf") and config.data.buckets == (8, 16)
+    assert apply_overrides(base_config(), [("eval.metrics", "wer")]).eval.metrics == ("wer",)
+    with pytest.raises(ConfigError, match="is a tuple"):
+        apply_overrides(base_config(), [("data.buckets", "8;16")])
