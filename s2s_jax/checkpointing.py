@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from s2s_jax.config import base_config
+from s2s_jax.models import parts
 
 _STATE = "state"
 _DATA_STATE = "data_state"
@@ -125,7 +126,12 @@ def config_differences(saved_model: Mapping[str, Any], run_model: Mapping[str, A
       counts as equal when this run keeps the option's default, so old checkpoints stay usable.
     """
     saved, run = _flatten(saved_model, _MODEL), _flatten(run_model, _MODEL)
-    defaults = _flatten(_to_json(base_config().model.to_dict(), _MODEL), _MODEL)
+    model_defaults = base_config().model.to_dict()
+    for side in ("encoder", "decoder"):  # each part's defaults are its own type's
+        part = run_model.get(side)
+        if isinstance(part, Mapping) and part.get("type") in parts.CONFIGS[side]:
+            model_defaults[side] = parts.part_defaults(side, part["type"])
+    defaults = _flatten(_to_json(model_defaults, _MODEL), _MODEL)
     lines = []
     for key in sorted(saved.keys() | run.keys()):
         old, new = saved.get(key, _ABSENT), run.get(key, _ABSENT)

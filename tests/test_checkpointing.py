@@ -390,7 +390,13 @@ def test_constructor_rejects_non_positive(tmp_path, kwargs):
 def test_checkpoint_predating_a_model_option_matches_its_default():
     from s2s_jax.checkpointing import config_differences
 
-    run = {"hidden_size": 32, "unroll": 1}  # `unroll` added after the checkpoint was written
-    assert config_differences({"hidden_size": 32}, run) == []
-    lines = config_differences({"hidden_size": 32}, {"hidden_size": 32, "unroll": 8})
-    assert len(lines) == 1 and lines[0].startswith("model.unroll: checkpoint has")
+    # `unroll` / `scan_layers` added after the checkpoint was written, kept at their defaults.
+    saved = {"encoder": {"type": "rnn", "hidden_size": 32}, "decoder": {"type": "transformer"}}
+    run = {
+        "encoder": {"type": "rnn", "hidden_size": 32, "unroll": 1},
+        "decoder": {"type": "transformer", "scan_layers": True},
+    }
+    assert config_differences(saved, run) == []
+    run["encoder"]["unroll"] = 8
+    lines = config_differences(saved, run)
+    assert len(lines) == 1 and lines[0].startswith("model.encoder.unroll: checkpoint has")

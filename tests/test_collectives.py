@@ -21,6 +21,7 @@ def model_loss_sums(model):
             {"params": params},
             batch["inputs"],
             shift_right(batch["targets"], BOS_ID),
+            inputs_mask=batch["inputs_mask"],
             train=False,
         )
         return cross_entropy(logits, batch["targets"])
