@@ -60,13 +60,23 @@ def make(name: str):
 
 
 def uncached_greedy(model, params, sources, mask, steps):
-    """Greedy decoding by re-running the full teacher-forced decoder on the growing prefix."""
-    encoded = model.apply({"params": params}, sources, mask, train=False, method=model.encode)
-    prefix = jnp.full((sources.shape[0], 1), BOS_ID, jnp.int32)
-    for _ in range(steps):
-        logits = model.apply({"params": params}, encoded, prefix, train=False, method=model.decode)
-        prefix = jnp.concatenate([prefix, jnp.argmax(logits[:, -1], -1)[:, None]], axis=1)
-    return np.asarray(prefix[:, 1:])
+    """Greedy decoding by re-running the full teacher-forced decoder on the growing prefix.
+
+    The prefix has its final length from the start, PAD after the tokens chosen so far: one
+    compiled decode serves every step, and a decoder that let a position see later ones would
+    read those PADs and disagree with the cached steps.
+    """
+    variables = {"params": params}
+    encoded = model.apply(variables, sources, mask, train=False, method=model.encode)
+    decode = jax.jit(
+        lambda prefix: model.apply(variables, encoded, prefix, train=False, method=model.decode)
+    )
+    prefix = np.full((sources.shape[0], steps + 1), PAD_ID, np.int32)
+    prefix[:, 0] = BOS_ID
+    for t in range(steps):
+        logits = decode(jnp.asarray(prefix[:, :-1]))
+        prefix[:, t + 1] = np.asarray(jnp.argmax(logits[:, t], -1))
+    return prefix[:, 1:]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

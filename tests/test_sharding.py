@@ -50,9 +50,11 @@ def test_fit_spec_drops_axes_that_do_not_divide(spec, shape, expected):
 def test_state_shardings_mirror_params_in_optimizer_state():
     c = build(tiny(), mesh=mesh_of(2, 2, 2))
     state = c.shardings.state
-    kernel = state.params["encoder"]["layer_0"]["input_proj"]["kernel"]  # ("embed", "mlp")
+    kernel = state.params["encoder"]["stack"]["layer_0"]["input_proj"]["kernel"]  # ("embed", "mlp")
     assert kernel.spec == P("fsdp", "tensor")
-    assert state.params["src_embed"]["embedding"].spec == P("tensor", "fsdp")  # vocab, embed
+    assert state.params["encoder"]["embedding"]["embedding"].spec == P(
+        "tensor", "fsdp"
+    )  # vocab, embed
     adam = state.opt_state[1][0]  # chain(clip, adam): ScaleByAdamState
     assert jax.tree.map(lambda s: s.spec, adam.mu) == jax.tree.map(lambda s: s.spec, state.params)
     assert jax.tree.map(lambda s: s.spec, adam.nu) == jax.tree.map(lambda s: s.spec, state.params)
@@ -62,14 +64,14 @@ def test_state_shardings_mirror_params_in_optimizer_state():
 def test_undividable_dims_stay_whole():
     c = build(tiny(), mesh=mesh_of(1, 1, 8))
     # 14 words cannot split 8 ways; "embed" keeps its (size 1) fsdp axis.
-    assert c.shardings.params["src_embed"]["embedding"].spec == P(None, "fsdp")
+    assert c.shardings.params["encoder"]["embedding"]["embedding"].spec == P(None, "fsdp")
 
 
 def test_init_state_is_laid_out_and_equals_single_device_init():
     c = build(tiny(), mesh=mesh_of(1, 8, 1))
     sharded = c.init_state()
     single = build(tiny()).init_state()
-    kernel = sharded.params["encoder"]["layer_0"]["input_proj"]["kernel"]
+    kernel = sharded.params["encoder"]["stack"]["layer_0"]["input_proj"]["kernel"]
     assert kernel.shape == (16, 128) and kernel.addressable_shards[0].data.shape == (2, 128)
     for a, b in zip(jax.tree.leaves(sharded), jax.tree.leaves(single), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # same RNG, same values
