@@ -16,6 +16,8 @@ POSITION_TABLE_NAMES = ("sinusoidal", "learned")  # absolute tables added to the
 POSITION_NAMES = (*POSITION_TABLE_NAMES, "rope", "t5_relative")
 REMAT_NAMES = ("none", "full", "dots", "dots_with_no_batch_dims")
 INPUT_NAMES = ("tokens", "features")  # what an encoder's front end takes (``models/frontends``)
+# Whole-sequence attention kernels (``models/attention_kernel``).
+ATTENTION_KERNEL_NAMES = ("auto", "einsum", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,9 @@ class TransformerConfig:
       scan_layers: ``nn.scan`` the stack (False: Python loop, same maths).
       remat_policy: a name of ``REMAT_NAMES``.
       dtype, param_dtype: compute and storage dtype names (``DTYPE_NAMES``); logits are float32.
+      attention_kernel: a name of ``ATTENTION_KERNEL_NAMES``: "auto" runs cuDNN's fused
+        attention on an NVIDIA GPU in bfloat16/float16 and the einsum maths elsewhere; see
+        ``models/attention_kernel``. Parameters are the same whichever kernel runs.
     """
 
     vocab_size: int = 0
@@ -63,6 +68,7 @@ class TransformerConfig:
     remat_policy: str = "none"
     dtype: str = "float32"
     param_dtype: str = "float32"
+    attention_kernel: str = "auto"
 
     def __post_init__(self):
         _validate(self)
@@ -106,6 +112,7 @@ _CHOICES = {
     "remat_policy": REMAT_NAMES,
     "dtype": DTYPE_NAMES,
     "param_dtype": DTYPE_NAMES,
+    "attention_kernel": ATTENTION_KERNEL_NAMES,
 }
 _POSITIVE = (
     "d_model", "num_heads", "mlp_dim", "num_layers", "max_position", "relative_buckets",

@@ -26,6 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.models.attention_kernel import AttentionMask, choose, fused_attention
 from s2s_jax.models.positions import apply_rope
 from s2s_jax.models.step_cache import StepCache, attend_step, scaled_softmax
 from s2s_jax.models.transformer_config import TransformerConfig
@@ -235,10 +236,34 @@ def attention_weights(query: Array, key: Array, bias: Array) -> Array:
 
 
 def _attend(
-    config: TransformerConfig, query: Array, key: Array, value: Array, bias: Array, det: bool
-) -> tuple[Array, Array]:
-    """Attention output ``[batch, q_len, heads, head_dim]`` and weights ``[b, heads, q, k]``."""
-    weights = attention_weights(query, key, bias)
+    config: TransformerConfig,
+    query: Array,
+    key: Array,
+    value: Array,
+    mask: AttentionMask | Array,
+    det: bool,
+) -> tuple[Array, Array | None]:
+    """Whole-sequence attention through the configured kernel (``models/attention_kernel``).
+
+    A bare array ``mask`` is an additive bias (``AttentionMask(bias)``), as for direct use.
+
+    Returns:
+      Output ``[batch, q_len, heads, head_dim]`` and weights ``[b, heads, q, k]`` (None when a
+      fused kernel ran: they are only computed when ``mask.need_weights``).
+    """
+    if not isinstance(mask, AttentionMask):
+        mask = AttentionMask(mask)
+    dropout = config.attention_dropout > 0 and not det
+    kernel = choose(
+        config.attention_kernel,
+        config.dtype,
+        query.shape[-1],
+        dropout=dropout,
+        need_weights=mask.need_weights,
+    )
+    if kernel != "einsum":
+        return fused_attention(kernel, query, key, value, mask), None
+    weights = attention_weights(query, key, mask.bias)
     dropped = nn.Dropout(config.attention_dropout)(weights, deterministic=det)
     return jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(value.dtype), value), weights
 
@@ -250,15 +275,20 @@ class SelfAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, positions: Array, bias: Array, cache: StepCache | None, deterministic: bool
+        self,
+        x: Array,
+        positions: Array,
+        bias: AttentionMask | Array,
+        cache: StepCache | None,
+        deterministic: bool,
     ) -> tuple[Array, StepCache | None]:
         """Self-attention over a whole sequence, or one decoding step when ``cache`` is given.
 
         Args:
           x: ``[batch, length, embed]`` (in step mode ``length`` is the beam).
           positions: ``[batch or 1, length]`` int; rotary angles and, in step mode, cache slots.
-          bias: additive, broadcastable to ``[batch, heads, length, keys]``; keys are the
-            sequence itself or the ``max_length`` cache slots.
+          bias: the sequence's ``AttentionMask``, or in step mode the additive bias,
+            broadcastable to ``[batch, heads, length, max_length cache slots]``.
           cache: None, or this layer's ``StepCache`` (beam = ``length``, ``max_length`` slots).
           deterministic: disables attention dropout.
 
@@ -292,21 +322,22 @@ class CrossAttention(nn.Module):
         x: Array,
         keys: Array,
         values: Array,
-        bias: Array,
+        bias: AttentionMask | Array,
         deterministic: bool,
         step: bool = False,
-    ) -> tuple[Array, Array]:
+    ) -> tuple[Array, Array | None]:
         """Args:
           x: ``[batch, q_len, embed]`` decoder states (or beams of one step).
           keys: ``[batch, src_len, heads, head_dim]``; with ``step``, ``[batch, heads,
             head_dim, src_len]`` (``memory_step_layout``). Values likewise.
-          bias: additive, broadcastable to ``[batch, heads, q_len, src_len]`` (source padding
-            and, when packed, segments).
+          bias: the ``AttentionMask`` of the source (padding and, when packed, segments);
+            in step mode its additive bias, broadcastable to ``[batch, heads, q_len, src_len]``.
           deterministic: disables attention dropout.
           step: step mode (``q_len`` holds the beams of one decoding step; no dropout).
 
         Returns:
-          ``([batch, q_len, embed], weights [batch, q_len, src_len] averaged over heads)``.
+          ``([batch, q_len, embed], weights [batch, q_len, src_len] averaged over heads)``;
+          whole sequences give weights only when ``bias.need_weights`` (else None).
         """
         query = split_heads(self.config, "query")(x)
         if step:
@@ -314,7 +345,7 @@ class CrossAttention(nn.Module):
             weights = weights.mean(axis=2)
         else:
             out, weights = _attend(self.config, query, keys, values, bias, deterministic)
-            weights = weights.mean(axis=1)
+            weights = None if weights is None else weights.mean(axis=1)
         return merge_heads(self.config, "out")(out), weights
 
 
@@ -365,12 +396,13 @@ class EncoderLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x: Array, deterministic: bool, bias: Array, positions: Array
+        self, x: Array, deterministic: bool, bias: AttentionMask, positions: Array
     ) -> tuple[Array, None]:
         """Args:
           x: ``[batch, src_len, embed]``.
           deterministic: disables dropout.
-          bias: ``[batch or 1, heads or 1, src_len or 1, src_len]`` padding (and, when packed,
+          bias: the mask; its bias ``[batch or 1, heads or 1, src_len or 1, src_len]`` holds
+            padding (and, when packed,
             segment) mask + relative bias.
           positions: ``[batch or 1, src_len]`` int (rotary angles).
 
@@ -403,26 +435,28 @@ class DecoderLayer(nn.Module):
         self,
         x: Array,
         deterministic: bool,
-        self_bias: Array,
+        self_bias: AttentionMask | Array,
         positions: Array,
         cross_kv: tuple[Array, Array],
-        cross_bias: Array,
+        cross_bias: AttentionMask | Array,
         cache: StepCache | None,
     ) -> tuple[Array, tuple[StepCache | None, Array]]:
         """Args:
           x: ``[batch, length, embed]`` (in step mode ``length`` is the beam).
           deterministic: disables dropout.
-          self_bias: broadcastable to ``[batch, heads, length, keys]``, causal (and, when
-            packed, segment) mask + relative bias.
+          self_bias: an ``AttentionMask`` whose bias, broadcastable to ``[batch, heads, length,
+            keys]``, holds the causal (and, when packed, segment) mask + relative bias; in step
+            mode that additive bias alone.
           positions: ``[batch or 1, length]`` int, see ``SelfAttention``.
           cross_kv: this layer's encoder keys and values, ``[batch, src_len, heads, head_dim]``
             (in step mode ``[batch, heads, head_dim, src_len]``, see ``memory_step_layout``).
-          cross_bias: ``[batch, 1, 1 or length, src_len]`` source padding (and, when packed,
-            segment) mask.
+          cross_bias: likewise, bias ``[batch, 1, 1 or length, src_len]``: source padding
+            (and, when packed, segment) mask.
           cache: None or this layer's buffers, see ``SelfAttention``.
 
         Returns:
-          ``([batch, length, embed], (cache, weights [batch, length, src_len]))``.
+          ``([batch, length, embed], (cache, weights [batch, length, src_len] or None))``:
+          whole sequences return weights only when ``cross_bias.need_weights``.
         """
         cfg = self.config
         self_attention = SelfAttention(cfg, name="self_attention")

@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.models.attention_kernel import AttentionMask, key_lengths
 from s2s_jax.models.frontends import token_embedding
 from s2s_jax.models.step_cache import empty_cache, memory_step_layout
 from s2s_jax.models.tied_output import tied_logits
@@ -160,8 +161,18 @@ class TransformerDecoder(Stack):
             self_allowed = self_allowed & segment_mask(tgt_segmentation, tgt_segmentation)
             cross_allowed = cross_allowed & segment_mask(tgt_segmentation, src_segmentation)
         self_bias, cross_bias = self._biases((positions, positions), (self_allowed, cross_allowed))
+        unpacked = segmentation is None
+        self_mask = AttentionMask(
+            self_bias, causal=True, exact=unpacked and self.relative_bias is None
+        )
+        cross_mask = AttentionMask(
+            cross_bias,
+            key_lengths(encoded["mask"]),
+            exact=unpacked,
+            need_weights=return_attention,
+        )
         y = self._prepare(self._embed(decoder_inputs), positions, not train)
-        args = (not train, self_bias, positions, (keys, values), cross_bias, None)
+        args = (not train, self_mask, positions, (keys, values), cross_mask, None)
         y, (_, weights) = apply_layers(self.layers, DECODER_IN_AXES, DECODER_OUT_AXES, y, *args)
         logits = self._logits(self._finish(y))
         return (logits, weights[-1]) if return_attention else logits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from s2s_jax.models.attention_kernel import AttentionMask, key_lengths
 from s2s_jax.models.frontends import example_inputs, make_frontend
 from s2s_jax.models.transformer_config import TransformerEncoderConfig, check_length
 from s2s_jax.models.transformer_layers import (
@@ -83,8 +84,10 @@ class TransformerEncoder(Stack):
         bias = mask_bias(allowed)
         if self.relative_bias is not None:
             bias = bias + self.relative_bias(positions, positions)
+        exact = inputs_segmentation is None and self.relative_bias is None
+        mask = AttentionMask(bias, key_lengths(inputs_mask), exact=exact)
         x = self._prepare(self._front(inputs), positions, not train)
-        x, _ = apply_layers(self.layers, ENCODER_IN_AXES, 0, x, not train, bias, positions)
+        x, _ = apply_layers(self.layers, ENCODER_IN_AXES, 0, x, not train, mask, positions)
         encoded = {"outputs": self._finish(x), "mask": inputs_mask}
         if inputs_segmentation is not None:
             encoded["segmentation"] = inputs_segmentation
