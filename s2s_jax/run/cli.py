@@ -3,6 +3,9 @@
 s2s train    [--config experiments/X.py[:variant]] [--workdir DIR] [--config.a.b=v ...]
 s2s evaluate --workdir DIR [--decode beam --beam-size 4]
 s2s decode   --workdir DIR [--input FILE] [--beam-size 4 --nbest 3]
+
+train, evaluate and decode keep compiled programs in JAX's persistent cache
+(~/.cache/s2s_jax/xla; --compilation-cache DIR|off or S2S_JAX_COMPILATION_CACHE to change it).
 """
 
 from __future__ import annotations
@@ -17,10 +20,20 @@ from pathlib import Path
 from s2s_jax import host_memory
 from s2s_jax.checkpointing import CheckpointError
 from s2s_jax.config import DEFAULT_EXPERIMENT, ConfigError, load_train_config
+from s2s_jax.run import compile_cache
 
 # Errors that are the user's to fix: printed as one clear line, never as a traceback
 # (set S2S_DEBUG=1 to see the traceback anyway).
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError)
+CACHED_COMMANDS = ("train", "evaluate", "decode")  # profile measures compile time: off there
+
+
+def _add_cache_flag(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--compilation-cache",
+        metavar="DIR|off",
+        help=f"JAX's persistent compilation cache (default: {default})",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,12 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         "--config", default=DEFAULT_EXPERIMENT, help="experiment file, optionally ':variant'"
     )
     train.add_argument("--workdir", help="run directory (default: runs/<experiment name>)")
+    _add_cache_flag(train, "$S2S_JAX_COMPILATION_CACHE or ~/.cache/s2s_jax/xla")
     for name, help_text in (
         ("evaluate", "evaluate the latest checkpoint of a workdir on its eval split"),
         ("decode", "decode source lines (stdin or --input) with a trained workdir"),
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--workdir", required=True)
+        _add_cache_flag(p, "$S2S_JAX_COMPILATION_CACHE or ~/.cache/s2s_jax/xla")
         p.add_argument("--decode", choices=("greedy", "beam", "sample"), help="decoding method")
         p.add_argument("--beam-size", type=int, help="beam width (implies --decode beam if > 1)")
         p.add_argument("--alpha", type=float, help="GNMT length penalty for beam search")
@@ -58,11 +73,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
             p.add_argument("--top-p", type=float, help="sample from the top-p probability mass")
             p.add_argument("--seed", type=int, help="sampling seed")
-    sub.add_parser(
+    profile = sub.add_parser(
         "profile",
         help="compile time, step time, FLOPs, MFU, memory (s2s profile --help for options)",
         add_help=False,
     )
+    _add_cache_flag(profile, "off, so compile time is measured")
     build = sub.add_parser("build-data", help="build a project dataset (TFDS, array_record)")
     build.add_argument("dataset", choices=sorted(DATASET_BUILDERS))
     build.add_argument("--data-dir", required=True, help="TFDS data_dir to write into")
@@ -149,6 +165,18 @@ COMMANDS = {
 }
 
 
+def _configure_compilation_cache(args) -> None:
+    """Before the first compile: on by default, off for profile unless its flag names a dir."""
+    if args.command in CACHED_COMMANDS:
+        compile_cache.configure(args.compilation_cache)
+    elif args.command == "profile" and compile_cache.configure(args.compilation_cache or "off"):
+        print(
+            "s2s profile: compilation cache on: a cached step is loaded, not compiled, so its "
+            "compile time reads low.",
+            file=sys.stderr,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         host_memory.configure()  # before JAX starts (S2S_JAX_HOST_MALLOC=reuse opts in)
@@ -161,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command not in ("train", "profile"):
         print(f"s2s {args.command}: unrecognised arguments {' '.join(extra)}", file=sys.stderr)
         return 2
+    _configure_compilation_cache(args)
     try:
         return COMMANDS[args.command](args, extra)
     except USER_ERRORS as e:
