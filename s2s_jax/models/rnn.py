@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.models.cudnn_lstm import lstm_layer, pack_lstm_weights, resolve_lstm_kernel
 from s2s_jax.models.recurrence import run_recurrence, step_forward
 
 Array = jax.Array
@@ -26,6 +27,11 @@ Initializer = Callable[..., Array]
 
 RECURRENT_AXES = ("hidden", "mlp")
 INPUT_AXES = ("embed", "mlp")
+
+
+def dense_kernel_init(axes: tuple[str, str]) -> Initializer:
+    """The kernel initialiser of ``logical_dense`` (LeCun normal, carrying axis names)."""
+    return nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes)
 
 
 def logical_dense(
@@ -55,7 +61,7 @@ def logical_dense(
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=param_dtype,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+        kernel_init=dense_kernel_init(axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), axes[-1:]),
         name=name,
     )
@@ -321,11 +327,51 @@ class RecurrentLayer(nn.Module):
         return outputs, final
 
 
+class _DenseKernel(nn.Module):
+    """Declares an ``nn.Dense``'s ``kernel`` (same name, shape, init and axes) and returns it."""
+
+    features: int
+    axes: tuple[str, str]
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, in_features: int) -> Array:
+        """The kernel ``[in_features, features]``."""
+        shape = (in_features, self.features)
+        return self.param("kernel", dense_kernel_init(self.axes), shape, self.param_dtype)
+
+
+class LSTMLayerParams(nn.Module):
+    """An LSTM ``RecurrentLayer``'s parameters (same names, shapes, init), without its scan.
+
+    For kernels that run whole layers themselves (``cudnn_lstm``): the parameter tree stays the
+    scanned layer's, so a checkpoint moves between kernels.
+
+    Attributes:
+      hidden_size: size of the hidden state.
+      param_dtype: storage dtype of the parameters.
+    """
+
+    hidden_size: int
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[Array, Array, Array]:
+        """``(input kernel [in_features, 4*hidden], recurrent kernel [hidden, 4*hidden], bias
+        [4*hidden])``, gate order i, f, g, o."""
+        gates = LSTMCell.num_gates * self.hidden_size
+        input_kernel = _DenseKernel(gates, INPUT_AXES, self.param_dtype, name="input_proj")
+        cell = LSTMCell(self.hidden_size, param_dtype=self.param_dtype, name="cell")
+        return input_kernel(in_features), cell.recurrent_kernel, cell.bias
+
+
 class RecurrentStack(nn.Module):
     """Multi-layer (optionally bidirectional) recurrent encoder over embedded inputs.
 
     Layers are a Python loop rather than a scan over layers: the first layer's input size
     (embed) differs from the others' (hidden or 2*hidden), so their parameters cannot stack.
+    With a ``kernel`` other than "scan" each layer (both directions) is one call of a kernel of
+    ``cudnn_lstm.KERNELS`` on the same parameters; dropout between layers stays this module's.
 
     Attributes:
       cell: a key of ``CELLS``.
@@ -336,6 +382,9 @@ class RecurrentStack(nn.Module):
       dtype: compute dtype.
       param_dtype: storage dtype of the parameters.
       unroll: time steps per loop iteration of every layer's scan (see ``RecurrentLayer``).
+      kernel: "scan" (``RecurrentLayer``), "auto" or a key of ``cudnn_lstm.KERNELS``, resolved
+        when traced by ``cudnn_lstm.resolve_lstm_kernel`` (which raises where it cannot run).
+        The kernels assume trailing padding.
     """
 
     cell: str
@@ -346,6 +395,7 @@ class RecurrentStack(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     unroll: int = 1
+    kernel: str = "scan"
 
     @nn.compact
     def __call__(
@@ -363,11 +413,15 @@ class RecurrentStack(nn.Module):
           the top layer; finals, one carry per layer whose leaves are ``[batch, dirs * hidden]``
           (forward state first for bidirectional encoders).
         """
+        kernel = resolve_lstm_kernel(self.kernel, self.cell, self.dtype)
         x, finals = inputs, []
         for layer in range(self.num_layers):
             if layer > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-            x, final = self._layer(layer, x, mask)
+            if kernel == "scan":
+                x, final = self._layer(layer, x, mask)
+            else:
+                x, final = self._kernel_layer(layer, x, mask, kernel)
             x = nn.with_logical_constraint(x, ("batch", "length", "hidden"))
             finals.append(final)
         return x, tuple(finals)
@@ -383,6 +437,24 @@ class RecurrentStack(nn.Module):
             jnp.concatenate(pair, axis=-1) for pair in zip(fwd_final, bwd_final, strict=True)
         )
         return jnp.concatenate([fwd_out, bwd_out], axis=-1), final
+
+    def _kernel_layer(self, layer: int, x: Array, mask: Array, kernel: str) -> tuple[Array, Carry]:
+        # The scanned layers' names, so the parameter tree is the same for every kernel.
+        names = [f"layer_{layer}_fwd", f"layer_{layer}_bwd"] if self.bidirectional else None
+        params = [
+            LSTMLayerParams(self.hidden_size, self.param_dtype, name=name)(x.shape[-1])
+            for name in names or [f"layer_{layer}"]
+        ]
+        # resolve_lstm_kernel has checked that the compute dtype is float32.
+        weights = pack_lstm_weights(params).astype(jnp.float32)
+        return lstm_layer(
+            x.astype(jnp.float32),
+            mask,
+            weights,
+            hidden_size=self.hidden_size,
+            bidirectional=self.bidirectional,
+            kernel=kernel,
+        )
 
 
 class StackedCells(nn.Module):

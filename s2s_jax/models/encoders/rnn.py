@@ -46,7 +46,7 @@ class RecurrentEncoder(nn.Module):
                 self.frontend = frontend
         self.stack = RecurrentStack(
             cfg.cell, cfg.hidden_size, cfg.num_layers, cfg.bidirectional, cfg.dropout,
-            unroll=cfg.unroll, **dtypes_of(cfg),
+            unroll=cfg.unroll, kernel=cfg.lstm_kernel, **dtypes_of(cfg),
         )  # fmt: skip
 
     def __call__(
