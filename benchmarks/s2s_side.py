@@ -71,6 +71,7 @@ def train_system(
     vocab: int,
     batches: list[dict[str, np.ndarray]],
     note: str = "",
+    rng_impl: str | None = None,
 ) -> System:
     """The experiment's jitted train step on fixed synthetic batches.
 
@@ -82,6 +83,8 @@ def train_system(
       batches: host batches ``{inputs, inputs_mask: [batch, src_len], targets: [batch,
         tgt_len]}``, cycled.
       note: remark printed with the rows.
+      rng_impl: the dropout key's PRNG implementation (``jax.random.key``'s ``impl``, e.g.
+        "rbg"); None is JAX's default (threefry).
 
     Returns:
       A System whose call is one update (state donated and carried between calls), with the
@@ -90,6 +93,8 @@ def train_system(
     model, _ = build_model(config.model, vocab, vocab)
     tx, schedule = make_optimizer(OptimizerConfig.from_section(config.train))
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+    if rng_impl is not None:
+        dropout_rng = jax.random.key(config.seed + 1, impl=rng_impl)
     state = jax.jit(make_init_fn(model, tx))(init_rng)
     step = jit_train_step(model, tx, schedule, config.train.label_smoothing)
     on_device = [jax.device_put(b) for b in batches]

@@ -360,3 +360,21 @@ def test_peak_rss_child_that_hangs_or_prints_no_json_fails_clearly():
     assert "still compiling" in str(err.value)
     with pytest.raises(peak_rss.ChildError, match="W1/torch printed no JSON result"):
         peak_rss.launch([sys.executable, "-c", "print('hello')"], "W1/torch", timeout=60)
+
+
+def test_device_benchmark_runs_every_section_at_tiny_size(tmp_path, capsys):
+    from benchmarks import device
+
+    out = tmp_path / "device.json"
+    result = device.main(
+        ["--tiny", "--strict", "--rounds", "1", "--steps", "1", "--json", str(out)]
+    )
+    assert result["errors"] == [] and json.loads(out.read_text())["device"] == result["device"]
+    systems = {(r["workload"], r["system"]) for r in result["rows"] if r["metric"] == "throughput"}
+    assert {("W2 base bf16", "s2s_jax einsum"), ("W2 base bf16", "s2s_jax auto rbg")} <= systems
+    assert {("W1 b256 f32", "s2s_jax scan"), ("W1 b256 f32", "s2s_jax auto")} <= systems
+    assert {("W3 beam 4", "s2s_jax"), ("W3 greedy", "s2s_jax")} <= systems
+    facts = result["facts"]
+    assert facts["ceiling bfloat16"] > 0 and facts["ceiling float32"] > 0
+    assert 0 <= facts["parity max relative loss gap"] < 0.02  # bf16 tracks f32 on 3 steps
+    assert "parity: largest relative gap" in capsys.readouterr().out
