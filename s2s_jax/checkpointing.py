@@ -113,6 +113,11 @@ def _flatten(section: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return flat
 
 
+# Keys that choose only which kernel computes the same maths on the same parameters: a
+# checkpoint moves freely between them (trained on a GPU with cuDNN, evaluated on a CPU).
+KERNEL_KEYS = ("attention_kernel", "lstm_kernel")
+
+
 def config_differences(saved_model: Mapping[str, Any], run_model: Mapping[str, Any]) -> list[str]:
     """Lists how two model config sections differ, one line per key.
 
@@ -124,6 +129,7 @@ def config_differences(saved_model: Mapping[str, Any], run_model: Mapping[str, A
       Lines like ``"model.hidden_size: checkpoint has 128, this run has 256"``, sorted by key;
       empty when the sections are equal. A key the checkpoint lacks (it predates that option)
       counts as equal when this run keeps the option's default, so old checkpoints stay usable.
+      ``KERNEL_KEYS`` never count.
     """
     saved, run = _flatten(saved_model, _MODEL), _flatten(run_model, _MODEL)
     model_defaults = base_config().model.to_dict()
@@ -135,6 +141,8 @@ def config_differences(saved_model: Mapping[str, Any], run_model: Mapping[str, A
     lines = []
     for key in sorted(saved.keys() | run.keys()):
         old, new = saved.get(key, _ABSENT), run.get(key, _ABSENT)
+        if key.rsplit(".", 1)[-1] in KERNEL_KEYS:
+            continue
         if old is _ABSENT and key in defaults and new == defaults[key]:
             continue
         if old != new:

@@ -151,6 +151,8 @@ def test_auto_picks_cudnn_only_where_it_runs(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     choose = functools.partial(attention_kernel.choose, dropout=False, need_weights=False)
     assert choose("auto", "bfloat16", 64) == "cudnn"
+    assert choose("auto", "bfloat16", 64, keys=64) == "einsum"  # measured slower at 64 keys
+    assert choose("cudnn", "bfloat16", 64, keys=64) == "cudnn"  # asked for: always
     assert choose("auto", "float32", 64) == "einsum"
     assert choose("auto", "bfloat16", 12) == "einsum"  # not a multiple of 8
     with pytest.raises(ValueError, match="compute dtype is float32.*attention_kernel='auto'"):

@@ -400,3 +400,21 @@ def test_checkpoint_predating_a_model_option_matches_its_default():
     run["encoder"]["unroll"] = 8
     lines = config_differences(saved, run)
     assert len(lines) == 1 and lines[0].startswith("model.encoder.unroll: checkpoint has")
+
+
+def test_a_checkpoint_moves_between_attention_and_lstm_kernels():
+    from s2s_jax.checkpointing import config_differences
+
+    saved = {
+        "encoder": {"type": "rnn", "hidden_size": 32, "lstm_kernel": "cudnn"},
+        "decoder": {"type": "transformer", "attention_kernel": "cudnn"},
+    }
+    run = {
+        "encoder": {"type": "rnn", "hidden_size": 32, "lstm_kernel": "scan"},
+        "decoder": {"type": "transformer", "attention_kernel": "einsum"},
+    }
+    assert config_differences(saved, run) == []
+    run["encoder"]["hidden_size"] = 64  # a real difference still shows
+    assert config_differences(saved, run) == [
+        "model.encoder.hidden_size: checkpoint has 32, this run has 64"
+    ]

@@ -8,8 +8,9 @@
   * "xla": ``jax.nn.dot_product_attention`` with XLA's implementation (any backend).
   * "cudnn": the same call with cuDNN's fused flash attention (NVIDIA GPU, bfloat16/float16,
     head size a multiple of 8 and at most 128).
-  * "auto" (default): "cudnn" where it applies, else "einsum", so CPU and TPU runs keep the
-    maths (and the numbers) they had before.
+  * "auto" (default): "cudnn" where it applies and the keys are long enough for it to pay
+    (``MIN_CUDNN_KEYS``), else "einsum", so CPU and TPU runs keep the maths (and the numbers)
+    they had before.
 
 The fused kernels get the mask in the form they are fastest with. A padding mask is per-row key
 lengths and a causal mask a flag, never a ``[batch, 1, q, k]`` array, unless the mask is not
@@ -30,6 +31,12 @@ Array = jax.Array
 
 FUSED_DTYPES = ("bfloat16", "float16")  # cuDNN's flash attention takes no float32
 MAX_CUDNN_HEAD = 128  # cuDNN's limit before Hopper (256 from Hopper on)
+# "auto" picks cuDNN from this many keys on. Measured on an H200 (``benchmarks/device.py``,
+# W2 at Transformer-base, bf16, batch 128 x 64 tokens): at 64 keys cuDNN trained 6% slower than
+# the einsum maths (353k vs 377k tokens/s): its [q, k] scores are too small for never writing
+# them to memory to pay for the kernel's fixed costs. The saving grows with q * k; 256 is a
+# conservative point where the scores per head reach 64k values, not yet measured.
+MIN_CUDNN_KEYS = 256
 
 
 @flax.struct.dataclass
@@ -62,13 +69,22 @@ def key_lengths(mask: Array) -> Array:
     return jnp.maximum(mask.sum(axis=-1, dtype=jnp.int32), 1)
 
 
-def choose(kernel: str, dtype: str, head_size: int, *, dropout: bool, need_weights: bool) -> str:
+def choose(
+    kernel: str,
+    dtype: str,
+    head_size: int,
+    *,
+    dropout: bool,
+    need_weights: bool,
+    keys: int = MIN_CUDNN_KEYS,
+) -> str:
     """Resolves a configured kernel name to the one that runs this call.
 
     Args:
       kernel: ``TransformerConfig.attention_kernel``.
       dtype: the compute dtype's name.
       head_size: per-head query/key size.
+      keys: the key length of this call ("auto" takes cuDNN from ``MIN_CUDNN_KEYS`` on).
       dropout: attention dropout is active in this call.
       need_weights: the weights are wanted back.
 
@@ -84,7 +100,7 @@ def choose(kernel: str, dtype: str, head_size: int, *, dropout: bool, need_weigh
         return kernel
     problem = _cudnn_problem(dtype, head_size)
     if kernel == "auto":
-        return "einsum" if problem else "cudnn"
+        return "einsum" if problem or keys < MIN_CUDNN_KEYS else "cudnn"
     if problem:
         raise ValueError(
             f"attention_kernel='cudnn' cannot run here: {problem}. Use attention_kernel='auto' "

@@ -42,8 +42,8 @@ class TransformerConfig:
       remat_policy: a name of ``REMAT_NAMES``.
       dtype, param_dtype: compute and storage dtype names (``DTYPE_NAMES``); logits are float32.
       attention_kernel: a name of ``ATTENTION_KERNEL_NAMES``: "auto" runs cuDNN's fused
-        attention on an NVIDIA GPU in bfloat16/float16 and the einsum maths elsewhere; see
-        ``models/attention_kernel``. Parameters are the same whichever kernel runs.
+        attention on an NVIDIA GPU in bfloat16/float16 from 256 keys on and the einsum maths
+        elsewhere; see ``models/attention_kernel``. Parameters are the same whichever kernel runs.
     """
 
     vocab_size: int = 0

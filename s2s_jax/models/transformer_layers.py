@@ -260,6 +260,7 @@ def _attend(
         query.shape[-1],
         dropout=dropout,
         need_weights=mask.need_weights,
+        keys=key.shape[1],
     )
     if kernel != "einsum":
         return fused_attention(kernel, query, key, value, mask), None
