@@ -371,7 +371,7 @@ def test_device_benchmark_runs_every_section_at_tiny_size(tmp_path, capsys):
     )
     assert result["errors"] == [] and json.loads(out.read_text())["device"] == result["device"]
     systems = {(r["workload"], r["system"]) for r in result["rows"] if r["metric"] == "throughput"}
-    assert {("W2 base bf16", "s2s_jax einsum"), ("W2 base bf16", "s2s_jax auto rbg")} <= systems
+    assert {("W2 base bf16", "s2s_jax einsum"), ("W2 base bf16", "s2s_jax xla rbg")} <= systems
     assert {("W1 b256 f32", "s2s_jax scan"), ("W1 b256 f32", "s2s_jax auto")} <= systems
     assert {("W3 beam 4", "s2s_jax"), ("W3 greedy", "s2s_jax")} <= systems
     facts = result["facts"]
