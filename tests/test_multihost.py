@@ -106,6 +106,7 @@ def assert_states_close(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow  # ~2-4 min: 3 multi-process runs; .ci/run runs the slow tests too
 def test_two_processes_match_one_and_resume_on_another_mesh(tmp_path):
     multi, straight, resumed = tmp_path / "multi", tmp_path / "straight", tmp_path / "resumed"
     run_processes(multi, {**COMMON, **TWO_D, "train.num_steps": "6"})

@@ -80,6 +80,7 @@ def test_missing_dataset_says_how_to_prepare(tmp_path):
         toy_data(config, tmp_path)
 
 
+@pytest.mark.slow  # ~1 min each; .ci/run runs the slow tests too
 @pytest.mark.parametrize(
     "family,overrides",
     [("lstm_attention", {}), ("transformer", {"data.pack_length": "32"})],
@@ -103,6 +104,7 @@ def test_train_evaluate_and_decode_on_tfds(data_dir, tmp_path, family, overrides
     assert len(out) == 2 and all(isinstance(text, str) for ((text, _),) in out)
 
 
+@pytest.mark.slow
 def test_resume_with_grain_iterator_is_bit_identical(data_dir, tmp_path, monkeypatch):
     import jax
     from test_train import _preempt_after, final_state
