@@ -158,3 +158,20 @@ def test_eval_log_line_shows_the_metrics_computed():
     text = {"loss": 1.5, "token_accuracy": 0.5, "bleu": 12.345, "chrf": 40.0, "ter": 80.5}
     line = loop._format_eval(7, EvalResult(text, [], {}))
     assert line.endswith("bleu 12.3450 chrf 40.0000 ter 80.5000")
+
+
+def test_a_diverged_run_stops_and_keeps_its_good_checkpoints(tmp_path):
+    overrides = {"train.num_steps": "4", "checkpoint.every_steps": "2", "checkpoint.keep": "2",
+                 "eval.every_steps": "100"}  # fmt: skip
+    loop.train_and_evaluate(tiny_config(**overrides), tmp_path)
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["2", "4"]
+    # Resumed with a learning rate that blows the parameters up at step 5.
+    overrides.update({"train.num_steps": "8", "train.learning_rate": "1e38"})
+    with pytest.raises(loop.TrainingDiverged, match=r"by step 6 .*last checkpoint: step 4"):
+        loop.train_and_evaluate(tiny_config(**overrides), tmp_path)
+    # Nothing diverged was written, and the good checkpoints were not rotated out.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == saved
+    state, _ = final_state(tiny_config(**overrides), tmp_path)
+    assert int(state.step) == 4
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from tqdm import tqdm
@@ -164,6 +165,46 @@ class _Window:
         return out
 
 
+class TrainingDiverged(ValueError):
+    """The loss or the parameters stopped being finite; nothing after the last good checkpoint
+    was saved."""
+
+
+class _FiniteWatch:
+    """Tracks, without a device sync per step, the first step whose loss was not finite.
+
+    Checked before every save (with the parameters themselves) and at every log point, so a
+    diverged state is never written and a good checkpoint is never rotated out for it.
+    """
+
+    def __init__(self):
+        self.first_bad = jnp.zeros((), jnp.int32)  # 0: every step so far was finite
+
+    def add(self, step: int, loss: jax.Array) -> None:
+        bad = ~jnp.isfinite(loss) & (self.first_bad == 0)
+        self.first_bad = jnp.where(bad, jnp.int32(step), self.first_bad)
+
+    def check(self, step: int, params: Any | None, last_saved: int | None) -> None:
+        """Raises ``TrainingDiverged`` naming the step if a loss (or a parameter) is not finite."""
+        first_bad = int(self.first_bad)
+        if not first_bad and params is not None and not bool(_all_finite(params)):
+            first_bad = step
+        if first_bad:
+            kept = f"step {last_saved}" if last_saved else "none yet"
+            raise TrainingDiverged(
+                f"Training diverged: the loss or the parameters stopped being finite by step "
+                f"{first_bad} (checked at step {step}); nothing from then on was saved (last "
+                f"checkpoint: {kept}). Lower train.learning_rate, set train.grad_clip_norm, or "
+                "use float32, then rerun (it resumes from the last checkpoint)."
+            )
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
     """Trains ``config`` in ``workdir`` (resuming if it holds checkpoints); returns eval metrics.
 
@@ -211,6 +252,7 @@ def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, 
     _, dropout_rng = c.rngs()
     meter = _flops_meter(c, train_step)
     num_steps, result, window = config.train.num_steps, None, _Window(meter)
+    watch, last_saved = _FiniteWatch(), ckpt.latest_step()
     first = int(state.step) + 1
     disable = None if multihost.is_main_process() else True  # None: only on a terminal
     bar = tqdm(total=num_steps, initial=int(state.step), desc="train", disable=disable)
@@ -230,8 +272,10 @@ def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, 
                 state, metrics = train_step(state, batch, dropout_rng)
             window.flops += flops
             window.add(metrics)
+            watch.add(step, metrics["loss"])
             bar.update(1)
             if step % config.train.log_every == 0 or step == num_steps:
+                watch.check(step, None, last_saved)
                 summary = window.summary()
                 writer.write(step, "train", summary)
                 bar.set_postfix(
@@ -241,14 +285,19 @@ def _train(c: Components, state: TrainState, ckpt: Checkpointer, workdir: Path, 
                     _log(_format_train(step, summary))
                 window.reset()
             if step % config.eval.every_steps == 0 or step == num_steps:
+                watch.check(step, None, last_saved)
                 result = run_evaluation(c, state.params, *eval_fns)
                 writer.write(step, "eval", result.metrics)
                 _log(_format_eval(step, result))
                 window.reset()  # evaluation time is not training throughput
             stop = multihost.any_process(preemption.requested)
             data_state = c.data.train.get_state()
-            ckpt.save(step, state, data_state=data_state, config=c.checkpoint_config(),
-                      force=step == num_steps or stop)  # fmt: skip
+            force = step == num_steps or stop
+            if force or step % config.checkpoint.every_steps == 0:
+                watch.check(step, state.params, last_saved)  # never save a diverged state
+            if ckpt.save(step, state, data_state=data_state, config=c.checkpoint_config(),
+                         force=force):  # fmt: skip
+                last_saved = step
             if stop:
                 _log(f"Stopped by a signal at step {step}; checkpoint saved. Rerun to resume.")
                 return state, result, False
