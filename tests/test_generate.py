@@ -231,3 +231,19 @@ def test_every_registered_pair_meets_the_protocol():
             assert isinstance(model, Seq2SeqModel), (encoder, decoder_type)
             covered = {(p["model.encoder.type"], p["model.decoder.type"]) for p in PAIRS.values()}
             assert (encoder, decoder_type) in covered  # and the tests above decode it
+
+
+@pytest.mark.parametrize("family", ["rnn_luong", "transformer"])
+def test_beam_one_scores_at_least_greedy_under_the_length_penalty(family):
+    # With alpha > 0 beam 1 is not greedy: when EOS is the best token it keeps that finished
+    # hypothesis *and* continues with the best other token, returning a longer hypothesis when
+    # its length-normalised score is higher. What always holds: greedy's own hypothesis is one
+    # beam 1 considered, so beam 1's normalised score is never below greedy's.
+    from s2s_jax.decoding.beam_search import length_penalty
+
+    model, params, sources, mask = make(family)
+    greedy = generate(params, sources, mask, model=model, cfg=DecodeConfig(method="greedy"))
+    beam1 = generate(params, sources, mask, model=model,
+                     cfg=DecodeConfig(method="beam", beam_size=1, alpha=0.6))  # fmt: skip
+    greedy_normalised = greedy.scores[:, 0] / length_penalty(greedy.lengths[:, 0], 0.6)
+    assert np.all(np.asarray(beam1.scores[:, 0]) >= np.asarray(greedy_normalised) - 1e-5)

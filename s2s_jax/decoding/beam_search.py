@@ -2,8 +2,10 @@
 
 One `lax.while_loop` step: score every (beam, token) candidate, move the EOS candidates that
 rank within the top `beam_size` of all candidates into the finished set (as fairseq and
-Hugging Face do, which makes beam 1 equal greedy decoding), and keep the `beam_size` best
-non-EOS candidates alive. Every alive hypothesis is forced to EOS at its row's length cap, so
+Hugging Face do), and keep the `beam_size` best non-EOS candidates alive. So beam 1 equals
+greedy decoding only at alpha = 0; with alpha > 0 it keeps greedy's hypothesis when EOS wins
+but continues the best other token too, and returns a longer hypothesis when its
+length-normalised score is higher (never a lower score than greedy's). Every alive hypothesis is forced to EOS at its row's length cap, so
 when the loop ends the alive hypotheses have already entered the finished set, scored as
 finished.
 
