@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from s2s_jax.config_values import check_values
 from s2s_jax.models.parts import part_defaults
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +228,12 @@ def load_train_config(spec: str, overrides: Sequence[str]) -> ml_collections.Con
     """The config of ``experiments/x.py[:variant]`` with ``--config.a.b=v`` overrides applied."""
     path, _, variant = spec.partition(":")
     config = load_experiment(path, variant)
-    return apply_overrides(config, parse_overrides(overrides))
+    config = apply_overrides(config, parse_overrides(overrides))
+    try:
+        check_values(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return config
 
 
 def _find_experiment(path: str | Path) -> Path:
