@@ -208,9 +208,18 @@ def load_experiment(path: str | Path, variant: str = "") -> ml_collections.Confi
       variant: passed to ``get_config`` (e.g. ``"tiny"``); "" is the full experiment.
     """
     file = _find_experiment(path)
+    if file.suffix != ".py":
+        raise ConfigError(
+            f"{file} is not an experiment file: --config takes a Python file defining "
+            "get_config() (e.g. experiments/reverse_attention.py); a saved config.json is read "
+            "by s2s evaluate/decode --workdir."
+        )
     spec = importlib.util.spec_from_file_location(f"s2s_experiment_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # a broken experiment file: where and what, not a traceback
+        raise ConfigError(_experiment_error(file, e)) from e
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{file} defines no get_config(); every experiment file must have one.")
     try:
@@ -219,9 +228,24 @@ def load_experiment(path: str | Path, variant: str = "") -> ml_collections.Confi
         raise ConfigError(f"{file}: {e}. Valid keys: {', '.join(flat_keys(base_config()))}") from e
     except ConfigError as e:
         raise ConfigError(f"{file}: {e}") from e
+    except Exception as e:
+        raise ConfigError(_experiment_error(file, e)) from e
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{file}: get_config() must return an ml_collections.ConfigDict.")
     return config
+
+
+def _experiment_error(file: Path, error: Exception) -> str:
+    """``file:line: Type: message`` for an error raised while running an experiment file."""
+    line = getattr(error, "lineno", None) if isinstance(error, SyntaxError) else None
+    tb = error.__traceback__
+    while tb is not None:  # the innermost frame inside the experiment file
+        if Path(tb.tb_frame.f_code.co_filename) == file:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    where = f"{file}:{line}" if line else str(file)
+    text = str(error.msg if isinstance(error, SyntaxError) else error).splitlines()
+    return f"{where}: {type(error).__name__}: {text[0] if text else ''} (S2S_DEBUG=1 shows more)"
 
 
 def load_train_config(spec: str, overrides: Sequence[str]) -> ml_collections.ConfigDict:

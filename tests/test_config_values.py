@@ -93,3 +93,25 @@ def test_relations_between_keys():
         )
     with pytest.raises(ConfigError, match="nbest=5 exceeds eval.beam_size=4"):
         load_train_config(EXPERIMENT, ["--config.eval.decode=beam", "--config.eval.nbest=5"])
+
+
+@pytest.mark.parametrize(
+    "body, says",
+    [
+        ("def get_config(:\n", r"bad\.py:1: SyntaxError"),
+        ("x = 1\ndef get_config():\n    return undefined_name\n", r"bad\.py:3: NameError"),
+        ("import no_such_module_xyz\n", r"bad\.py:1: ModuleNotFoundError"),
+        ("def get_config():\n    raise RuntimeError('boom')\n", r"bad\.py:2: RuntimeError: boom"),
+    ],
+)
+def test_a_broken_experiment_file_is_one_line_with_file_and_line(tmp_path, body, says):
+    (tmp_path / "bad.py").write_text(body)
+    with pytest.raises(ConfigError, match=says) as raised:
+        load_train_config(str(tmp_path / "bad.py"), [])
+    assert "\n" not in str(raised.value)
+
+
+def test_a_json_file_as_config_is_named(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not an experiment file"):
+        load_train_config(str(tmp_path / "config.json"), [])
