@@ -150,6 +150,31 @@ def config_differences(saved_model: Mapping[str, Any], run_model: Mapping[str, A
     return lines
 
 
+# The data keys that say what a model was trained on: resuming on other data is refused like
+# resuming another model (sizes, lengths and batching may change between runs).
+DATA_IDENTITY_KEYS = (
+    "task", "source", "tfds_name", "src_lang", "tgt_lang", "vocab_size", "shared_vocab",
+    "spm_model_type",
+)  # fmt: skip
+
+
+def data_differences(saved_config: Mapping[str, Any], run_config: Mapping[str, Any]) -> list[str]:
+    """Lines like ``"data.task: checkpoint has 'reverse', this run has 'sort'"``.
+
+    Compares ``DATA_IDENTITY_KEYS`` of the ``"run"`` sections (the full run configs); empty when
+    either side has none (a checkpoint written by other code, or a bare test config).
+    """
+    saved = (saved_config.get("run") or {}).get("data")
+    run = (run_config.get("run") or {}).get("data")
+    if not isinstance(saved, Mapping) or not isinstance(run, Mapping):
+        return []
+    return [
+        f"data.{key}: checkpoint has {saved[key]!r}, this run has {run[key]!r}"
+        for key in DATA_IDENTITY_KEYS
+        if key in saved and key in run and saved[key] != run[key]
+    ]
+
+
 def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     """Maps each leaf's dotted key path (Orbax's naming) to its shape."""
     flat = ocp.tree.to_flat_dict(tree, sep=".")
@@ -369,10 +394,12 @@ class Checkpointer:
                 f"model parts (model.family={saved_model['family']!r}); this version cannot "
                 "restore it: train again with a new --workdir."
             )
-        differences = config_differences(saved_model, run_model)
+        differences = config_differences(saved_model, run_model) + data_differences(
+            saved_config, _to_json(config, "config")
+        )
         if differences:
             raise CheckpointConfigError(
-                f"Checkpoint {path} was written with a different model config:\n"
+                f"Checkpoint {path} was written with a different model or data config:\n"
                 f"{_summarise(differences)}\nTo resume, {_FRESH_START}."
             )
         self._check_state_layout(step, abstract_state)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from s2s_jax.checkpointing import Checkpointer
+from s2s_jax.checkpointing import CheckpointConfigError, Checkpointer
 from s2s_jax.config import apply_overrides, load_experiment
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.run import train as loop
@@ -175,3 +175,7 @@ def test_a_diverged_run_stops_and_keeps_its_good_checkpoints(tmp_path):
     state, _ = final_state(tiny_config(**overrides), tmp_path)
     assert int(state.step) == 4
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+    # Resuming on another task is refused like another model (same vocabulary and shapes).
+    overrides.update({"train.learning_rate": "1e-3", "data.task": "sort"})
+    with pytest.raises(CheckpointConfigError, match="data.task: checkpoint has 'reverse'"):
+        loop.train_and_evaluate(tiny_config(**overrides), tmp_path)
