@@ -22,9 +22,13 @@ message that names the differing keys instead of a long Orbax trace.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import logging
 import numbers
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -33,12 +37,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from s2s_jax import checksums
 from s2s_jax.config import base_config
 from s2s_jax.models import parts
 
 _STATE = "state"
 _DATA_STATE = "data_state"
 _CONFIG = "config"
+_CHECKSUMS = "checksums"  # {"state": {leaf: hex}, "data_state": hex, "config": hex}
 _MODEL = "model"
 # Enough detail to act on; the full list can run to hundreds of leaves.
 _MAX_REPORTED = 5
@@ -64,6 +70,41 @@ class CheckpointError(RuntimeError):
 
 class CheckpointConfigError(ValueError):
     """A checkpoint does not fit this run (different model config or train-state layout)."""
+
+
+class _Damaged(Exception):
+    """A checkpoint's contents do not match the checksums recorded when it was saved."""
+
+
+def _json_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _describe_damage(error: Exception) -> str:
+    """One line for a failed read: the error's type and its first line, without Orbax's trace."""
+    if isinstance(error, _Damaged):
+        return str(error)
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def _missing_item(error: Exception, item: str) -> bool:
+    """Whether Orbax failed because a step has no directory for ``item`` at all."""
+    return item in str(error) and ("not found" in str(error).lower() or isinstance(error, KeyError))
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Keeps Orbax's (absl) error logging of a failed read out of the terminal."""
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "orbax.checkpoint")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _resolve_directory(directory: str | epath.PathLike) -> epath.Path:
@@ -276,6 +317,7 @@ class Checkpointer:
                 _STATE: ocp.StandardCheckpointHandler(),
                 _DATA_STATE: ocp.JsonCheckpointHandler(),
                 _CONFIG: ocp.JsonCheckpointHandler(),
+                _CHECKSUMS: ocp.JsonCheckpointHandler(),
             }
         )
         self._manager = ocp.CheckpointManager(
@@ -344,6 +386,13 @@ class Checkpointer:
                 _STATE: ocp.args.StandardSave(state),
                 _DATA_STATE: ocp.args.JsonSave(data_state),
                 _CONFIG: ocp.args.JsonSave(config),
+                _CHECKSUMS: ocp.args.JsonSave(
+                    {
+                        _STATE: checksums.tree_checksums(state),
+                        _DATA_STATE: _json_digest(data_state),
+                        _CONFIG: _json_digest(config),
+                    }
+                ),
             }
         )
         return bool(self._manager.save(step, args=args, force=True))
@@ -356,9 +405,65 @@ class Checkpointer:
         Raises:
           CheckpointError: if there is no checkpoint, or none at `step`.
         """
+        if step is not None:
+            return self._only(step, self._read_config)
+        return self._newest_good(self._read_config)[1]
+
+    def _only(self, step: int, read: Any) -> Any:
+        """``read(step)`` for an explicitly asked step: damage is an error, never a fallback."""
         step = self._resolve_step(step)
-        restored = self._restore_items(step, **{_CONFIG: ocp.args.JsonRestore()})
-        return restored[_CONFIG]
+        try:
+            with _quiet_orbax():
+                return read(step)
+        except _Damaged as e:
+            raise CheckpointError(f"Checkpoint {self._step_path(step)} is damaged: {e}") from e
+
+    def _read_config(self, step: int) -> dict[str, Any]:
+        restored = self._restore_items(
+            step, **{_CONFIG: ocp.args.JsonRestore(), _CHECKSUMS: ocp.args.JsonRestore()}
+        )
+        config, sums = restored[_CONFIG], restored[_CHECKSUMS]
+        if sums is not None and _json_digest(config) != sums.get(_CONFIG):
+            raise _Damaged(f"{_CONFIG}: its checksum does not match")
+        return config
+
+    def _newest_good(self, read: Any) -> tuple[int, Any]:
+        """``(step, read(step))`` for the newest step that ``read`` gets through undamaged.
+
+        A step that fails to read or verify is reported in one line and skipped; a writer moves
+        it aside into ``<directory>.damaged/`` (never deletes it) so training goes on from the
+        step before and never saves over it. ``CheckpointConfigError`` (the run does not fit)
+        is not damage: it is raised at once, as is any error outside reading and verifying.
+
+        Raises:
+          CheckpointError: no checkpoint at all, or none that reads (each one's problem named).
+        """
+        steps = self._resolve_step(None) and self.all_steps()
+        problems = []
+        for step in reversed(steps):
+            try:
+                with _quiet_orbax():
+                    return step, read(step)
+            except _Damaged as e:
+                problem = str(e)
+                problems.append(f"step {step}: {problem}")
+                where = self._set_aside(step)
+                log.warning("Checkpoint %s is damaged (%s); %s", self._step_path(step), problem,
+                            where)  # fmt: skip
+        raise CheckpointError(
+            f"No checkpoint in {self.directory} could be read: {'; '.join(problems)}. "
+            "Train again with a new --workdir."
+        )
+
+    def _set_aside(self, step: int) -> str:
+        """Moves a damaged step out of the step directory (writers only); says where."""
+        if self._read_only:
+            return "falling back to the one before"
+        aside = epath.Path(f"{self.directory}.damaged") / f"{step}-{time.strftime('%Y%m%d%H%M%S')}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        self._step_path(step).rename(aside)
+        self._manager.reload()
+        return f"moved to {aside}, falling back to the one before"
 
     def restore(
         self, abstract_state: Any, *, config: dict[str, Any], step: int | None = None
@@ -383,10 +488,20 @@ class Checkpointer:
           CheckpointError: if there is no checkpoint, or none at `step`.
           CheckpointConfigError: if the model config, tree structure or shapes differ.
         """
-        run_model = _model_section(_to_json(config, "config"), "this run's config")
-        step = self._resolve_step(step)
+        run_config = _to_json(config, "config")
+        _model_section(run_config, "this run's config")
+        read = functools.partial(self._restore_step, abstract_state, run_config)
+        if step is not None:
+            return self._only(step, read)
+        return self._newest_good(read)[1]
+
+    def _restore_step(
+        self, abstract_state: Any, config: dict[str, Any], step: int
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """``restore`` of one step, verifying every checksum the step recorded."""
+        run_model = _model_section(config, "this run's config")
         path = self._step_path(step)
-        saved_config = self.read_config(step)
+        saved_config = self._read_config(step)
         saved_model = _model_section(saved_config, f"the config saved in {path}")
         if "family" in saved_model and "encoder" not in saved_model:
             raise CheckpointConfigError(
@@ -403,20 +518,25 @@ class Checkpointer:
                 f"{_summarise(differences)}\nTo resume, {_FRESH_START}."
             )
         self._check_state_layout(step, abstract_state)
-        try:
-            restored = self._restore_items(
-                step,
-                **{
-                    _STATE: ocp.args.StandardRestore(abstract_state),
-                    _DATA_STATE: ocp.args.JsonRestore(),
-                },
-            )
-        except ValueError as e:
-            raise CheckpointConfigError(
-                f"Checkpoint {path} does not fit this run's train state ({e.__class__.__name__}: "
-                f"{str(e).splitlines()[0][:300]}). To resume, {_FRESH_START}."
-            ) from e
-        return restored[_STATE], restored[_DATA_STATE], saved_config
+        restored = self._restore_items(
+            step,
+            **{
+                _STATE: ocp.args.StandardRestore(abstract_state),
+                _DATA_STATE: ocp.args.JsonRestore(),
+                _CHECKSUMS: ocp.args.JsonRestore(),
+            },
+        )
+        state, data_state, sums = restored[_STATE], restored[_DATA_STATE], restored[_CHECKSUMS]
+        if sums is None:  # written before checksums existed: nothing to verify against
+            log.info("Checkpoint %s has no checksums (an older version wrote it).", path)
+        else:
+            if _json_digest(data_state) != sums.get(_DATA_STATE):
+                raise _Damaged(f"{_DATA_STATE}: its checksum does not match")
+            bad = checksums.mismatches(sums.get(_STATE, {}), checksums.tree_checksums(state))
+            if bad:
+                more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+                raise _Damaged(f"array {_STATE}.{bad[0]}{more}: checksum does not match")
+        return state, data_state, saved_config
 
     def wait(self) -> None:
         """Blocks until an asynchronous save has been committed (and old steps deleted).
@@ -473,11 +593,22 @@ class Checkpointer:
         return step
 
     def _restore_items(self, step: int, **items: Any) -> Mapping[str, Any]:
-        return self._manager.restore(step, args=ocp.args.Composite(**items))
+        """Orbax's restore; any failure inside it is damage to the step (``_Damaged``)."""
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:
+            if _CHECKSUMS in items and _missing_item(e, _CHECKSUMS):
+                # Written before checksums existed: read the rest, with nothing to verify.
+                del items[_CHECKSUMS]
+                return {**self._restore_items(step, **items), _CHECKSUMS: None}
+            raise _Damaged(_describe_damage(e)) from e
 
     def _check_state_layout(self, step: int, abstract_state: Any) -> None:
         """Raises CheckpointConfigError if the saved tree structure or shapes differ."""
-        metadata = self._manager.item_metadata(step)[_STATE]
+        try:
+            metadata = self._manager.item_metadata(step)[_STATE]
+        except Exception as e:
+            raise _Damaged(_describe_damage(e)) from e
         differences = state_differences(getattr(metadata, "tree", metadata), abstract_state)
         if differences:
             raise CheckpointConfigError(

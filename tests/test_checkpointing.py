@@ -316,16 +316,16 @@ def test_state_layout_mismatch(tmp_path, params, expected):
     assert str(tmp_path / "1") in str(info.value)
 
 
-def test_orbax_restore_failure_is_rewrapped(tmp_path, monkeypatch):
-    # Disable the pre-check so Orbax itself meets the mismatch. An extra leaf fails before any
-    # array is read (a shape mismatch would leave Orbax's other reads running in the background).
+def test_orbax_restore_failure_after_the_layout_check_is_damage(tmp_path, monkeypatch):
+    # The layout pre-check compares structure and shapes first, so an Orbax failure after it is
+    # damage to the files, not a config mismatch: one line naming the step and what failed.
     monkeypatch.setattr(checkpointing, "state_differences", lambda saved, abstract: [])
-    with Checkpointer(tmp_path, every_steps=1, keep=1) as ckpt:
+    with Checkpointer(tmp_path / "run", every_steps=1, keep=1) as ckpt:
         ckpt.save(1, trained_state(), data_state=DATA_STATE, config=CONFIG)
-        with pytest.raises(CheckpointConfigError, match="does not fit") as info:
+        with pytest.raises(CheckpointError, match=r"could be read: step 1: ValueError") as info:
             ckpt.restore(abstract_like({**make_params(), "extra": jnp.zeros(2)}), config=CONFIG)
-    assert isinstance(info.value.__cause__, ValueError)
-    assert str(tmp_path / "1") in str(info.value)
+    assert "\n" not in str(info.value)
+    assert [p.name.split("-")[0] for p in (tmp_path / "run.damaged").iterdir()] == ["1"]
 
 
 def test_missing_checkpoint(tmp_path):
