@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from s2s_jax.checkpointing import CheckpointConfigError, Checkpointer
-from s2s_jax.config import apply_overrides, load_experiment
+from s2s_jax.config import ConfigError, apply_overrides, load_experiment
 from s2s_jax.parallel.mesh import MeshConfig, make_mesh
 from s2s_jax.run import train as loop
 from s2s_jax.run.components import build
@@ -179,3 +179,13 @@ def test_a_diverged_run_stops_and_keeps_its_good_checkpoints(tmp_path):
     overrides.update({"train.learning_rate": "1e-3", "data.task": "sort"})
     with pytest.raises(CheckpointConfigError, match="data.task: checkpoint has 'reverse'"):
         loop.train_and_evaluate(tiny_config(**overrides), tmp_path)
+
+
+def test_a_workdir_that_cannot_be_written_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        loop.check_workdir(tmp_path / "file")
+    with pytest.raises(ConfigError, match="cannot be written: Not a directory"):
+        loop.check_workdir(tmp_path / "file" / "run")
+    loop.check_workdir(tmp_path / "new" / "run")  # created, parents too
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())

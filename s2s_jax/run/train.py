@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -165,6 +166,25 @@ class _Window:
         return out
 
 
+def check_workdir(workdir: Path) -> None:
+    """Creates ``workdir`` and checks that files can be written there, before any work.
+
+    Raises:
+      ConfigError: one line naming the path and the OS's reason (a file in the way, a
+        read-only or full file system, no permission).
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} is a file, not a directory: pick another path.")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"--workdir {workdir} cannot be written: {e.strerror or e}. Pick a writable path."
+        ) from e
+
+
 class TrainingDiverged(ValueError):
     """The loss or the parameters stopped being finite; nothing after the last good checkpoint
     was saved."""
@@ -218,6 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             "with gcsfuse at /mnt/bucket, then --workdir /mnt/bucket/runs/x)."
         )
     workdir = Path(workdir).resolve()
+    check_workdir(workdir)
     mesh = make_mesh(MeshConfig.from_section(config.parallel))
     c = build(config, mesh=mesh, workdir=workdir)
     with make_checkpointer(workdir, config) as ckpt:
