@@ -2,7 +2,7 @@
 
 s2s train    [--config experiments/X.py[:variant]] [--workdir DIR] [--config.a.b=v ...]
 s2s evaluate --workdir DIR [--decode beam --beam-size 4]
-s2s decode   --workdir DIR [--input FILE] [--beam-size 4 --nbest 3]
+s2s decode   --workdir DIR [--input FILE] [--format text|nbest|jsonl] [--beam-size 4 --nbest 3]
 
 train, evaluate and decode keep compiled programs in JAX's persistent cache
 (~/.cache/s2s_jax/xla; --compilation-cache DIR|off or S2S_JAX_COMPILATION_CACHE to change it).
@@ -11,6 +11,7 @@ train, evaluate and decode keep compiled programs in JAX's persistent cache
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,31 @@ def _add_cache_flag(parser: argparse.ArgumentParser, default: str) -> None:
         "--compilation-cache",
         metavar="DIR|off",
         help=f"JAX's persistent compilation cache (default: {default})",
+    )
+
+
+def _add_decode_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", help="file with one source per line (default: stdin)")
+    p.add_argument("--output", help="write the outputs here (default: stdout)")
+    p.add_argument(
+        "--format",
+        help="text (best hypothesis per line; default), nbest (TSV: line, rank, score, text; "
+        "the default with --nbest > 1) or jsonl (one record per line, with scores)",
+    )
+    p.add_argument("--nbest", type=int, help="the n best hypotheses per line (beam search)")
+    p.add_argument(
+        "--too-long",
+        choices=("error", "truncate"),
+        default="error",
+        help="a line longer than the model's positions take: error (empty output, reported; "
+        "default) or truncate (decode its first tokens, with a warning)",
+    )
+    p.add_argument(
+        "--attention", action="store_true", help="jsonl: cross-attention weights per target token"
+    )
+    p.add_argument("--window", type=int, help="lines sorted by length together (default: 256)")
+    p.add_argument(
+        "--progress", action="store_true", help="progress bar on stderr (default: on a terminal)"
     )
 
 
@@ -67,8 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                 help="evaluate only the first N examples (default: the whole split)",
             )
         if name == "decode":
-            p.add_argument("--input", help="file with one source per line (default: stdin)")
-            p.add_argument("--nbest", type=int, help="print the n best hypotheses per line")
+            _add_decode_flags(p)
             p.add_argument("--temperature", type=float, help="sampling temperature")
             p.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
             p.add_argument("--top-p", type=float, help="sample from the top-p probability mass")
@@ -135,19 +160,31 @@ def cmd_evaluate(args, extra: list[str]) -> int:
 
 
 def cmd_decode(args, extra: list[str]) -> int:
+    """Exit status 0: every line decoded (or empty); 1: some lines failed (reported)."""
+    from s2s_jax.run import decode_file
     from s2s_jax.run.inference import Translator
 
-    if args.input:
-        lines = Path(args.input).read_text().splitlines()
-    else:
-        lines = sys.stdin.read().splitlines()
-    translator = Translator(args.workdir, **_decode_overrides(args))
-    for nbest in translator.translate(lines):
-        if len(nbest) == 1:
-            print(nbest[0][0])
-        else:
-            print(" ||| ".join(f"{text} ({score:.4f})" for text, score in nbest))
-    return 0
+    options = decode_file.Options(
+        format=args.format or ("nbest" if (args.nbest or 1) > 1 else "text"),
+        too_long=args.too_long,
+        attention=args.attention,
+        window=decode_file.DEFAULT_WINDOW if args.window is None else args.window,
+        progress=args.progress or None,
+    )
+    with contextlib.ExitStack() as files:  # stdin and stdout stay open
+        source = decode_file.open_input(args.input)
+        if args.input:
+            files.enter_context(source)
+        out = decode_file.open_output(args.output)  # before loading: a bad path fails fast
+        if args.output:
+            files.enter_context(out)
+        translator = Translator(args.workdir, **_decode_overrides(args))
+        try:
+            summary = decode_file.decode_stream(translator, source, out, options)
+        except BrokenPipeError:  # e.g. `| head`: stop quietly, and keep the exit flush quiet
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+    return 1 if summary.failed else 0
 
 
 def cmd_profile(args, extra: list[str]) -> int:
