@@ -1,6 +1,7 @@
 """The `s2s` command end to end on a tiny trained workdir."""
 
 import json
+import re
 
 import pytest
 
@@ -132,3 +133,48 @@ def test_a_workdir_from_before_composable_models_is_refused_in_one_line(tmp_path
     err = capsys.readouterr().err
     assert "written before encoders and decoders became separate parts" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--beam-size", "0"], "--beam-size 0: must be >= 1"),
+        (["--beam-size", "-1"], "--beam-size -1: must be >= 1"),
+        (["--decode", "greedy", "--beam-size", "4"], "greedy keeps one hypothesis"),
+        (["--temperature", "0.7"], "--temperature only apply to sampling"),
+        (["--decode", "beam", "--top-k", "5"], "--top-k only apply to sampling"),
+        (["--alpha", "nan"], "--alpha nan: must be a finite number >= 0"),
+        (["--alpha", "-1"], "--alpha -1.0: must be a finite number >= 0"),
+        (["--decode", "sample", "--top-p", "1.5"], r"--top-p 1.5: must be in \(0, 1\]"),
+        (["--decode", "sample", "--temperature", "-1"], "--temperature -1.0: must be"),
+        (["--nbest", "0"], "--nbest 0: must be an integer >= 1"),
+    ],
+)
+def test_decoding_flags_out_of_range_or_ignored_are_refused(tmp_path, capsys, flags, says):
+    # Checked before the workdir is read: the missing workdir is never reached. (evaluate has
+    # no sampling flags: it says they are unrecognised, also in one line.)
+    sampling = {"--temperature", "--top-k", "--top-p", "--nbest"} & set(flags)
+    for command in ("decode",) if sampling else ("evaluate", "decode"):
+        assert main([command, "--workdir", str(tmp_path / "none"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert re.search(says, err) and err.count("\n") == 1, err
+
+
+def test_top_k_beyond_the_vocabulary_is_one_line(workdir, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("123\n")
+    argv = ["decode", "--workdir", str(workdir), "--input", str(tmp_path / "in.txt")]
+    assert main([*argv, "--decode", "sample", "--top-k", "100000"]) == 2
+    assert "top_k=100000 exceeds the vocabulary" in capsys.readouterr().err
+
+
+def test_split_on_a_synthetic_task_is_refused(workdir, capsys):
+    assert main(["evaluate", "--workdir", str(workdir), "--split", "test"]) == 2
+    assert "has one held-out split; drop --split" in capsys.readouterr().err
+
+
+def test_a_run_stopped_by_a_signal_exits_75(monkeypatch, tmp_path):
+    from s2s_jax.run import train
+
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: {})
+    argv = ["train", "--config", "experiments/reverse_attention.py:tiny"]
+    assert main([*argv, "--workdir", str(tmp_path)]) == 75

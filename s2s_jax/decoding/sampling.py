@@ -44,6 +44,10 @@ def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
     """
     if k == 0:
         return logits
+    if k > logits.shape[-1]:
+        raise ValueError(
+            f"top_k={k} exceeds the vocabulary of {logits.shape[-1]} tokens; use 0 (all) or less."
+        )
     kth_largest = jax.lax.top_k(logits, k)[0][..., -1:]
     return jnp.where(logits < kth_largest, -jnp.inf, logits)
 

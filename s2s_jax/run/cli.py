@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ from s2s_jax.run import compile_cache
 # Errors that are the user's to fix: printed as one clear line, never as a traceback
 # (set S2S_DEBUG=1 to see the traceback anyway).
 USER_ERRORS = (ConfigError, CheckpointError, FileNotFoundError, ValueError)
+# Exit status: 0 done; 1 `s2s decode` finished but some lines failed; 2 an error (one line on
+# stderr); 75 (EX_TEMPFAIL, "try again") `s2s train` stopped by a signal after checkpointing.
+EXIT_STOPPED = 75
 CACHED_COMMANDS = ("train", "evaluate", "decode")  # profile measures compile time: off there
 
 
@@ -132,13 +136,49 @@ def cmd_train(args, extra: list[str]) -> int:
     config = load_train_config(args.config, extra)
     workdir = args.workdir or str(Path("runs") / config.name)
     metrics = train_and_evaluate(config, workdir)
+    if not metrics:  # stopped by SIGTERM/SIGINT after saving a checkpoint: rerun to resume
+        return EXIT_STOPPED
     print(json.dumps({k: round(v, 6) for k, v in metrics.items()}))
     return 0
 
 
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "seed")
+
+
+def _check_decode_flags(args, method: str | None) -> None:
+    """Refuses decoding flags out of range or that the chosen method would ignore."""
+    flag = lambda name: "--" + name.replace("_", "-")
+    if args.beam_size is not None and args.beam_size < 1:
+        raise ValueError(f"--beam-size {args.beam_size}: must be >= 1 (1 is greedy).")
+    if method == "greedy" and (args.beam_size or 1) > 1:
+        raise ValueError(
+            f"--decode greedy with --beam-size {args.beam_size}: greedy keeps one hypothesis; "
+            "drop --beam-size or use --decode beam."
+        )
+    if args.alpha is not None and not (math.isfinite(args.alpha) and args.alpha >= 0):
+        raise ValueError(f"--alpha {args.alpha}: must be a finite number >= 0 (GNMT, e.g. 0.6).")
+    given = [name for name in SAMPLING_FLAGS if getattr(args, name, None) is not None]
+    if given and method != "sample":
+        raise ValueError(
+            f"{', '.join(map(flag, given))} only apply to sampling: add --decode sample, or drop "
+            "them."
+        )
+    checks = (
+        ("temperature", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"),
+        ("top_k", lambda v: v >= 0, "an integer >= 0 (0: off)"),
+        ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+        ("nbest", lambda v: v >= 1, "an integer >= 1"),
+    )
+    for name, ok, what in checks:
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            raise ValueError(f"{flag(name)} {value}: must be {what}.")
+
+
 def _decode_overrides(args) -> dict:
     method = args.decode or ("beam" if (args.beam_size or 1) > 1 else None)
-    sampling = ("temperature", "top_k", "top_p", "seed")
+    _check_decode_flags(args, method)
+    sampling = SAMPLING_FLAGS
     return {
         "method": method,
         "beam_size": args.beam_size,

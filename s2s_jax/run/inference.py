@@ -74,6 +74,11 @@ def evaluate_workdir(
     one was given (``test_beam4``).
     """
     workdir, config = _read_workdir(workdir)
+    if split and config.data.source != "tfds":
+        raise ValueError(
+            f"--split {split}: this run's data is the synthetic task {config.data.task!r}, which "
+            "has one held-out split; drop --split."
+        )
     max_examples = 0 if max_examples is None else max_examples
     if max_examples < 0:
         raise ValueError(f"max_examples must be >= 0 (0: the whole split), got {max_examples}.")
