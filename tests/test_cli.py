@@ -178,3 +178,11 @@ def test_a_run_stopped_by_a_signal_exits_75(monkeypatch, tmp_path):
     monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: {})
     argv = ["train", "--config", "experiments/reverse_attention.py:tiny"]
     assert main([*argv, "--workdir", str(tmp_path)]) == 75
+
+
+@pytest.mark.parametrize("text", ["not json {", "[]", "\xff\xfe"])
+def test_a_garbage_workdir_config_names_the_file(tmp_path, capsys, text):
+    (tmp_path / "config.json").write_bytes(text.encode("latin-1"))
+    assert main(["evaluate", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "config.json" in err and err.count("\n") == 1, err

@@ -146,7 +146,10 @@ def load_workdir_config(workdir: str | Path) -> ml_collections.ConfigDict:
             f"No trained run in {workdir}: {path} is missing. Train first with "
             f"`s2s train --config experiments/<name>.py --workdir {workdir}`."
         )
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} cannot be read as a run config: {e}.") from e
     if not isinstance(saved, dict):
         raise ConfigError(
             f"{path} is not a run config (a JSON object); it holds {type(saved).__name__}."
