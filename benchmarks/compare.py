@@ -1,6 +1,7 @@
-"""Runs workloads W1-W4 with s2s_jax and its peers in one process and prints one table.
+"""Runs workloads W1-W4 and W6 with s2s_jax and its peers in one process and prints one table.
 
-    python benchmarks/compare.py                                   # full sizes, all workloads
+    python benchmarks/compare.py                                   # full sizes, W1-W4
+    python benchmarks/compare.py --workloads W6                    # file decoding, ~5 min
     python benchmarks/compare.py --workloads W1,W3 --rounds 5 --steps 4 --json out.json
     python benchmarks/compare.py --tiny --rounds 1 --steps 1       # smoke run, tiny shapes
     python benchmarks/compare.py --workloads W1,W2 --peak-rss      # + peak RSS per system
@@ -8,12 +9,15 @@
 Workloads (/work/shared/bench/WORKLOADS.md): W1 LSTM attention training vs eager PyTorch; W2
 Transformer training vs Hugging Face Marian; W3 beam-4 and greedy decoding of 32 tokens vs HF
 ``generate`` and CTranslate2 (float32, int8) on the same weights; W4 compile and step time of a
-12+12-layer Transformer and of the W1 model over 512 source tokens, scanned vs unrolled.
+12+12-layer Transformer and of the W1 model over 512 source tokens, scanned vs unrolled; W6
+end-to-end file decoding (read, tokenize, beam-4 decode, detokenize, write) vs CTranslate2
+float32 and int8 running the same model exported by ``s2s_jax.export``.
 
 Systems of a workload alternate: after ``--warmup`` untimed calls each, every round runs
-``--steps`` timed calls of each system in turn (W3 and W4: one call per system per round, so W3
-gives the median of ``--rounds`` decodes). Figures are medians; s2s_jax's compile time is
-measured ahead of time and reported on its own row (the peers run eagerly: no compile step).
+``--steps`` timed calls of each system in turn (W3, W4 and W6: one call per system per round, so
+W3 gives the median of ``--rounds`` decodes, W6 of ``--rounds`` files). Figures are medians;
+s2s_jax's compile time is measured ahead of time and reported on its own row (the peers run
+eagerly: no compile step).
 A peer whose packages are missing is skipped with one line. ``--peak-rss`` adds, after the
 timing, a "peak_rss" row per W1/W2 system, each measured in a child process of its own
 (``benchmarks/peak_rss.py``). Ratios and the ceiling column are defined in
@@ -24,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import resource
 import sys
 import tempfile
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,14 +41,20 @@ if __package__ in (None, ""):  # run as a script: the repository root holds `ben
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax
+import numpy as np
 
 from benchmarks import peak_rss, peers, report, s2s_side, training_systems, workloads
 from benchmarks.harness import System, alternate
 from s2s_jax import host_memory
-from s2s_jax.profiling import measure_matmul_flops
+from s2s_jax.data.batching import auto_buckets, encode_examples, pad_batch
+from s2s_jax.data.vocab import SPECIAL_TOKENS, CharVocab
+from s2s_jax.decoding.generate import DecodeConfig, jit_generate
+from s2s_jax.profiling import compile_step, measure_matmul_flops
 from s2s_jax.run.run_info import git_revision, package_versions
 
-WORKLOADS = ("W1", "W2", "W3", "W4")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W6")
+# W6 (~5 min at full size) runs when asked for: --workloads W6.
+DEFAULT_WORKLOADS = ("W1", "W2", "W3", "W4")
 PEER_PACKAGES = ("torch", "transformers", "ctranslate2")
 W4_EXTRA = ("step", "memory")
 
@@ -218,11 +230,174 @@ def measure_peak_rss(ctx: Context, names: list[str]) -> list[report.Row]:
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class W6Sizes:
+    """W6 sizes (the vocabulary is ``workloads.sizes``'s, the model W2's).
+
+    Attributes:
+      sentences: source lines in the file.
+      min_len, max_len: source length range in characters (= tokens), drawn uniformly.
+      gen_len: generated tokens per line, EOS blocked until then (every system, the same work).
+      batch: rows per decode call of the full-batch variant and of CTranslate2 (``s2s decode``
+        takes ``inference.DECODE_BATCH``, 32).
+      beam: beam width.
+    """
+
+    sentences: int
+    min_len: int
+    max_len: int
+    gen_len: int
+    batch: int
+    beam: int = 4
+
+
+W6_SIZES = {False: W6Sizes(256, 8, 48, 32, 32), True: W6Sizes(6, 3, 7, 8, 4)}
+W6_LABEL = "W6 file beam"
+W6_TARGETS = (report.Target(W6_LABEL, "s2s_jax", "ct2_float32", "throughput", 1.0),)
+CJK = 0x4E00  # W6's characters: one per id, from the CJK block (no whitespace, no specials)
+
+
+def w6_source(vocab: CharVocab, sizes: W6Sizes, seed: int) -> list[str]:
+    """W6's source lines: random characters of ``vocab``, lengths uniform in the range."""
+    rng = np.random.default_rng([seed, workloads.DATA_SEED])
+    lengths = rng.integers(sizes.min_len, sizes.max_len + 1, size=sizes.sentences)
+    return ["".join(rng.choice(list(vocab.chars), n)) for n in lengths]
+
+
+def w6_decode_config(sizes: W6Sizes) -> DecodeConfig:
+    """Beam search of exactly ``sizes.gen_len`` steps (EOS blocked until then, forced there)."""
+    return DecodeConfig(
+        method="beam", beam_size=sizes.beam, max_length_ratio=0.0,
+        max_length_offset=sizes.gen_len, min_length=sizes.gen_len - 1,
+    )  # fmt: skip
+
+
+def _w6_stream_system(model, params, vocab, source: Path, output: Path, sizes: W6Sizes) -> System:
+    """``s2s decode --input source --output output``'s path: ``decode_file.decode_stream`` with
+    an ``inference.Translator`` (windows of lines sorted by length, ``DECODE_BATCH`` rows per
+    call, each padded to its bucket width; programs compiled on the warm-up call)."""
+    from s2s_jax.run import decode_file
+    from s2s_jax.run.inference import DECODE_BATCH, Translator
+
+    buckets = auto_buckets(sizes.max_len + 1)  # + EOS
+    # The fields a Translator reads of a run's components (this model has no run).
+    data = types.SimpleNamespace(src_vocab=vocab, tgt_vocab=vocab, buckets=buckets)
+    components = types.SimpleNamespace(
+        model=model, model_config=model.config, decode_config=w6_decode_config(sizes), data=data
+    )
+    translator = Translator.from_components(components, params)
+    options = decode_file.Options(progress=False)
+    lines = source.read_text(encoding="utf-8").splitlines()
+
+    def run_once() -> None:
+        with open(source, "rb") as src, open(output, "w", encoding="utf-8") as out:
+            decode_file.decode_stream(translator, src, out, options, err=io.StringIO())
+
+    return System(
+        workload=W6_LABEL, name="s2s_jax", run_once=run_once,
+        work_per_call=float(len(lines) * sizes.gen_len),
+        note=f"s2s decode: windows of {options.window} sorted by length, {DECODE_BATCH} rows a "
+        f"call, buckets {buckets}",
+    )  # fmt: skip
+
+
+def full_batches(encoded, batch: int, buckets: tuple[int, ...]) -> list[dict]:
+    """``eval_batches``'s batch dicts, but of the lines sorted by length cut into full batches,
+    each padded to the smallest bucket that holds its longest line (as CTranslate2 batches)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+    out = []
+    for start in range(0, len(order), batch):
+        rows = order[start : start + batch]
+        width = min(b for b in buckets if b >= len(encoded[rows[-1]][0]))
+        padded = pad_batch([encoded[i] for i in rows], (width, 1))
+        inputs = np.zeros((batch, width), np.int32)
+        mask = np.zeros((batch, width), bool)
+        inputs[: len(rows)], mask[: len(rows)] = padded["inputs"], padded["inputs_mask"]
+        index = np.full(batch, -1, np.int32)
+        index[: len(rows)] = rows
+        out.append({"inputs": inputs, "inputs_mask": mask, "index": index})
+    return out
+
+
+def _w6_full_batch_system(
+    model, params, vocab, source: Path, output: Path, sizes: W6Sizes
+) -> System:
+    """The same decoding with every batch full (``full_batches``), programs compiled ahead of
+    time: what ``s2s decode`` would gain by not splitting a window's batches at bucket edges."""
+    buckets = auto_buckets(sizes.max_len + 1)
+    model, params = model.for_decoding(params)
+    params = jax.device_put(params)
+    generate, compiled, seconds = jit_generate(model, w6_decode_config(sizes)), {}, 0.0
+    for width in buckets:
+        ids = jax.ShapeDtypeStruct((sizes.batch, width), np.int32)
+        mask = jax.ShapeDtypeStruct((sizes.batch, width), np.bool_)
+        compiled[width], took = compile_step(generate, params, ids, mask)
+        seconds += took
+    lines = source.read_text(encoding="utf-8").splitlines()
+
+    def run_once() -> None:
+        text = source.read_text(encoding="utf-8").splitlines()
+        encoded = encode_examples([{"inputs": t, "targets": ""} for t in text], vocab, vocab)
+        out = [""] * len(text)
+        for batch in full_batches(encoded, sizes.batch, buckets):
+            decode = compiled[batch["inputs"].shape[1]]
+            sequences = np.asarray(decode(params, batch["inputs"], batch["inputs_mask"]).sequences)
+            for row, index in enumerate(batch["index"].tolist()):
+                if index >= 0:
+                    out[index] = vocab.decode(sequences[row, 0])
+        output.write_text("".join(line + "\n" for line in out), encoding="utf-8")
+
+    return System(
+        workload=W6_LABEL, name="s2s_jax full batches", run_once=run_once,
+        work_per_call=float(len(lines) * sizes.gen_len), compile_seconds=seconds,
+        note=f"lines sorted by length, full batches of {sizes.batch}, buckets {buckets}",
+    )  # fmt: skip
+
+
+def run_w6(ctx: Context) -> list[report.Row]:
+    """W6: a file of source lines translated end to end, s2s_jax vs CTranslate2 on its export.
+
+    The W2 model with Marian's LayerNorm epsilon (so that it exports), random weights, and a
+    character vocabulary of W2's size; the CTranslate2 model is ``s2s_jax.export``'s (to_marian,
+    then ``export/ct2.py``), the same weights and the same tokenizer (``source.spm``).
+    """
+    sizes = W6_SIZES[ctx.tiny]
+    vocab = CharVocab("".join(chr(CJK + i) for i in range(ctx.sizes.vocab - len(SPECIAL_TOKENS))))
+    config = s2s_side.with_model(workloads.w2_config(ctx.tiny), norm_epsilon=1e-5)
+    model, params = s2s_side.random_transformer(config, vocab.size, config.seed)
+    work = Path(ctx.workdir)
+    source = work / "w6_source.txt"
+    lines = w6_source(vocab, sizes, config.seed)
+    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    print(f"compiling {W6_LABEL}: s2s_jax full batches", flush=True)
+    args = (model, params, vocab, source)
+    systems = [
+        _w6_stream_system(*args, work / "w6_s2s_jax.txt", sizes),
+        _w6_full_batch_system(*args, work / "w6_s2s_jax_full.txt", sizes),
+    ]
+    if ctx.peer_ok("ct2"):
+        from benchmarks.peers import ct2
+        from s2s_jax.export import ct2 as export_ct2
+        from s2s_jax.export.marian import save_marian
+
+        (work / "w6_hf").mkdir()
+        save_marian(work / "w6_hf", model.config, params, vocab, vocab)
+        model_dir = export_ct2.convert(work / "w6_hf", work / "w6_ct2")
+        kw = dict(beam_size=sizes.beam, length=sizes.gen_len, max_batch_size=sizes.batch)
+        for compute_type in ct2.COMPUTE_TYPES:
+            output = work / f"w6_{compute_type}.txt"
+            systems.append(
+                ct2.file_decode_system(W6_LABEL, model_dir, compute_type, source, output, **kw)
+            )
+    return ctx.measure(systems, per_round=1, warmup=1)
+
+
 RUNNERS: dict[str, Callable[[Context], list[report.Row]]] = {
     "W1": run_w1,
     "W2": run_w2,
     "W3": run_w3,
     "W4": run_w4,
+    "W6": run_w6,
 }
 
 
@@ -253,8 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workloads",
         type=parse_workloads,
-        default=list(WORKLOADS),
-        help="comma-separated subset of W1,W2,W3,W4 (default: all)",
+        default=list(DEFAULT_WORKLOADS),
+        help="comma-separated subset of W1,W2,W3,W4,W6 (default: W1-W4)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="alternation rounds (default 5)")
     parser.add_argument(
@@ -305,7 +480,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.peak_rss:
             rows += measure_peak_rss(ctx, args.workloads)
     rows = report.add_ratios(rows)
-    targets = report.check_targets(rows)
+    targets = report.check_targets(
+        rows, report.TARGETS + (W6_TARGETS if "W6" in args.workloads else ())
+    )
     print()
     print(report.format_table(rows))
     print(report.LEGEND)

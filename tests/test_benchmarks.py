@@ -378,3 +378,24 @@ def test_device_benchmark_runs_every_section_at_tiny_size(tmp_path, capsys):
     assert facts["ceiling bfloat16"] > 0 and facts["ceiling float32"] > 0
     assert 0 <= facts["parity max relative loss gap"] < 0.02  # bf16 tracks f32 on 3 steps
     assert "parity: largest relative gap" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # ~25 s: compiles the bucket programs and converts a CTranslate2 model
+def test_w6_translates_a_file_with_s2s_jax_and_ct2_running_its_export(tmp_path):
+    pytest.importorskip("ctranslate2")
+    pytest.importorskip("transformers")
+    ctx = compare.Context(True, 1, 1, 0, False, 1e9, str(tmp_path))
+    rows = {(r.system, r.metric): r for r in compare.run_w6(ctx)}
+    systems = {"s2s_jax", "s2s_jax full batches", "ct2_float32", "ct2_int8"}
+    assert {s for s, m in rows if m == "throughput"} == systems
+    assert rows["s2s_jax full batches", "compile"].value > 0
+    assert rows["ct2_float32", "throughput"].reference
+    sizes = compare.W6_SIZES[True]
+    read = lambda name: (tmp_path / name).read_text(encoding="utf-8").splitlines()
+    ours = read("w6_s2s_jax.txt")
+    assert len(ours) == sizes.sentences and {len(line) for line in ours} == {sizes.gen_len - 1}
+    assert read("w6_s2s_jax_full.txt") == ours
+    # The same exported weights and tokenizer: the same characters, bar the last step, where
+    # s2s_jax forces EOS and CTranslate2 picks a token (W3's fixed-length convention).
+    assert [line[:-1] for line in read("w6_float32.txt")] == ours
+    assert len(read("w6_int8.txt")) == sizes.sentences

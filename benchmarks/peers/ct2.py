@@ -1,4 +1,4 @@
-"""W3 peer: CTranslate2 decoding the Hugging Face Marian weights (float32 and int8).
+"""W3 and W6 peer: CTranslate2 decoding the Hugging Face Marian weights (float32 and int8).
 
 CTranslate2's own Marian converter assumes Opus-MT's layout: ``<pad>`` last in the vocabulary
 and a decoder that starts from a zero embedding. The W3 model uses s2s_jax's ids instead (pad 0,
@@ -133,4 +133,52 @@ def decode_system(
         work_per_call=float(inputs.shape[0] * length),
         peer=True,
         note=f"{model.device}, length_penalty 1.0",
+    )
+
+
+def file_decode_system(
+    workload: str,
+    model_dir: str,
+    compute_type: str,
+    source: Path,
+    output: Path,
+    *,
+    beam_size: int,
+    length: int,
+    max_batch_size: int,
+) -> System:
+    """W6: a source file translated into ``output`` end to end, as a System.
+
+    The model is an ``s2s export --to ct2`` directory (``source.spm`` and ``target.spm`` beside
+    it): each call reads the lines, cuts them into SentencePiece pieces + ``</s>``, translates
+    them (CTranslate2 sorts by length and batches ``max_batch_size`` at a time), joins the output
+    pieces back into text and writes one line per source. Decoding runs exactly ``length``
+    steps, as in ``translate_ids``.
+    """
+    import sentencepiece
+
+    model = translator(model_dir, compute_type)
+    source_spm, target_spm = (
+        sentencepiece.SentencePieceProcessor(model_file=str(Path(model_dir, f"{side}.spm")))
+        for side in ("source", "target")
+    )
+    lines = source.read_text(encoding="utf-8").splitlines()
+
+    def run_once() -> None:
+        text = source.read_text(encoding="utf-8").splitlines()
+        pieces = [[*source_spm.encode(line, out_type=str), SPECIAL_TOKENS[EOS_ID]] for line in text]
+        results = model.translate_batch(
+            pieces, max_batch_size=max_batch_size, beam_size=beam_size,
+            min_decoding_length=length - 1, max_decoding_length=length, length_penalty=1.0,
+        )  # fmt: skip
+        out = (target_spm.decode_pieces(r.hypotheses[0]) + "\n" for r in results)
+        output.write_text("".join(out), encoding="utf-8")
+
+    return System(
+        workload=workload,
+        name=f"ct2_{compute_type}",
+        run_once=run_once,
+        work_per_call=float(len(lines) * length),
+        peer=True,
+        note=f"{model.device}, batches of {max_batch_size} sorted by length, length_penalty 1.0",
     )
