@@ -362,6 +362,7 @@ def test_peak_rss_child_that_hangs_or_prints_no_json_fails_clearly():
         peak_rss.launch([sys.executable, "-c", "print('hello')"], "W1/torch", timeout=60)
 
 
+@pytest.mark.slow  # ~1.5 min: eight tiny compiles and the peers; .ci/run runs the slow tests
 def test_device_benchmark_runs_every_section_at_tiny_size(tmp_path, capsys):
     from benchmarks import device
 

@@ -186,3 +186,11 @@ def test_a_garbage_workdir_config_names_the_file(tmp_path, capsys, text):
     assert main(["evaluate", "--workdir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "config.json" in err and err.count("\n") == 1, err
+
+
+def test_export_is_a_command(tmp_path, capsys):
+    # Registered in s2s: its own parser answers (a missing workdir is one line, exit 2).
+    argv = ["export", "--workdir", str(tmp_path / "none"), "--to", "hf-marian", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "none" in err and err.count("\n") == 1, err

@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     _add_cache_flag(profile, "off, so compile time is measured")
+    sub.add_parser(
+        "export",
+        help="export a workdir for serving: hf-marian, ct2, stablehlo (s2s export --help)",
+        add_help=False,
+    )
     build = sub.add_parser("build-data", help="build a project dataset (TFDS, array_record)")
     build.add_argument("dataset", choices=sorted(DATASET_BUILDERS))
     build.add_argument("--data-dir", required=True, help="TFDS data_dir to write into")
@@ -233,12 +238,19 @@ def cmd_profile(args, extra: list[str]) -> int:
     return profile.main(extra)
 
 
+def cmd_export(args, extra: list[str]) -> int:
+    from s2s_jax.export import command
+
+    return command.main(extra)
+
+
 COMMANDS = {
     "profile": cmd_profile,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "decode": cmd_decode,
     "build-data": cmd_build_data,
+    "export": cmd_export,
 }
 
 
@@ -263,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     # Orbax reports routine events (e.g. opening a read-only checkpoint) as absl warnings.
     logging.getLogger("absl").setLevel(logging.ERROR)
     args, extra = _parser().parse_known_args(argv)
-    if extra and args.command not in ("train", "profile"):
+    if extra and args.command not in ("train", "profile", "export"):
         print(f"s2s {args.command}: unrecognised arguments {' '.join(extra)}", file=sys.stderr)
         return 2
     _configure_compilation_cache(args)
