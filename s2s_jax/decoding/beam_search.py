@@ -5,9 +5,9 @@ rank within the top `beam_size` of all candidates into the finished set (as fair
 Hugging Face do), and keep the `beam_size` best non-EOS candidates alive. So beam 1 equals
 greedy decoding only at alpha = 0; with alpha > 0 it keeps greedy's hypothesis when EOS wins
 but continues the best other token too, and returns a longer hypothesis when its
-length-normalised score is higher (never a lower score than greedy's). Every alive hypothesis is forced to EOS at its row's length cap, so
-when the loop ends the alive hypotheses have already entered the finished set, scored as
-finished.
+length-normalised score is higher (never a lower score than greedy's). Every alive
+hypothesis is forced to EOS at its row's length cap, so when the loop ends the alive
+hypotheses have already entered the finished set, scored as finished.
 
 A row stops once no alive hypothesis can beat its worst kept finished one: log-probs only
 decrease and the penalty grows with length, so the best score an alive hypothesis with
