@@ -18,10 +18,10 @@ import ctranslate2
 import numpy as np
 import transformers
 from ctranslate2.converters.converter import Converter
-from ctranslate2.converters.transformers import BartLoader
 
 from benchmarks.harness import System
-from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, UNK_ID
+from s2s_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS
+from s2s_jax.export.ct2 import marian_loader_class
 
 COMPUTE_TYPES = ("float32", "int8")
 
@@ -31,36 +31,14 @@ def token_strings(vocab: int) -> list[str]:
     return list(SPECIAL_TOKENS) + [f"t{i}" for i in range(len(SPECIAL_TOKENS), vocab)]
 
 
-class _MarianLoader(BartLoader):
-    """BART's loader with Marian's layout and s2s_jax's special tokens (no tokenizer needed)."""
-
-    def __init__(self, tokens: list[str]):
-        self.tokens = tokens
-
-    def get_model_spec(self, model):
-        # BartLoader reads these flags; Marian is post-LN without an embedding LayerNorm (both
-        # False: true of every MarianConfig, so setting them changes nothing for HF).
-        model.config.normalize_before = False
-        model.config.normalize_embedding = False
-        return super().get_model_spec(model)
-
-    def get_vocabulary(self, model, tokenizer):
-        return self.tokens
-
-    def set_config(self, config, model, tokenizer):
-        config.bos_token = self.tokens[BOS_ID]
-        config.eos_token = self.tokens[EOS_ID]
-        config.unk_token = self.tokens[UNK_ID]
-        config.decoder_start_token = self.tokens[model.config.decoder_start_token_id]
-
-
 class _InMemoryConverter(Converter):
     def __init__(self, model: transformers.MarianMTModel):
         self.model = model
 
     def _load(self):
         tokens = token_strings(self.model.config.vocab_size)
-        return _MarianLoader(tokens)(self.model, None)
+        # The export's loader (BART's, set up as Marian), one token list for both sides.
+        return marian_loader_class()(tokens, tokens)(self.model, None)
 
 
 def convert(model: transformers.MarianMTModel, output_dir: str | Path) -> str:

@@ -21,7 +21,7 @@ from s2s_jax.data.vocab import BOS_ID, EOS_ID, UNK_ID
 from s2s_jax.export.tokenizers import SOURCE_SPM, TARGET_SPM, pieces
 
 
-def _loader_class():
+def marian_loader_class():
     from ctranslate2.converters.transformers import BartLoader
 
     class S2SMarianLoader(BartLoader):
@@ -56,7 +56,7 @@ def _converter(hf_dir: Path):
     import transformers
     from ctranslate2.converters.converter import Converter
 
-    loader_class = _loader_class()
+    loader_class = marian_loader_class()
 
     class S2SMarianConverter(Converter):
         def _load(self):

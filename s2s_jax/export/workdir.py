@@ -40,15 +40,18 @@ class Trained:
         return self.components.model_config
 
 
-def _latest_step(workdir: Path) -> int:
+def _require_checkpoint(workdir: Path) -> None:
+    """Fails fast, before the run's data is rebuilt, when nothing was saved."""
     directory = workdir / "checkpoints"
-    steps = [int(p.name) for p in directory.glob("*") if p.is_dir() and p.name.isdigit()]
-    if not steps:
+    empty = not directory.is_dir()
+    if not empty:
+        with Checkpointer(directory, every_steps=1, keep=1, read_only=True) as ckpt:
+            empty = ckpt.latest_step() is None
+    if empty:
         raise ExportError(
             f"{workdir} has no checkpoint ({directory} holds none): train it first with "
             f"`s2s train --workdir {workdir}`."
         )
-    return max(steps)
 
 
 def load(workdir: str | Path, check: Callable[[Seq2SeqConfig], None] | None = None) -> Trained:
@@ -66,15 +69,14 @@ def load(workdir: str | Path, check: Callable[[Seq2SeqConfig], None] | None = No
     if not workdir.is_dir():
         raise ExportError(f"workdir {workdir} does not exist.")
     config = load_workdir_config(workdir)
-    _latest_step(workdir)
+    _require_checkpoint(workdir)
     c = build(config, workdir=workdir)
     if check is not None:
         check(c.model_config)
     ckpt = Checkpointer(workdir / "checkpoints", every_steps=1, keep=1, read_only=True)
-    with ckpt:
-        step = ckpt.latest_step()
+    with ckpt:  # the newest step that verifies (a damaged one is skipped)
         state, _, _ = ckpt.restore(c.abstract_state(), config=c.checkpoint_config())
-    return Trained(workdir, c, state.params, int(step))
+    return Trained(workdir, c, state.params, int(state.step))
 
 
 def check_output(out: str | Path) -> Path:
